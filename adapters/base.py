@@ -91,6 +91,14 @@ class BackboneAdapter(nn.Module, ABC):
             Energy [B] eV and node features [N, node_irreps.dim].
         """
 
+    def native_energy_forces(self, graph: AtomicGraph) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Energy [B] (eV) and forces [N, 3] (eV/Å) computed the backbone's own way.
+
+        Used by the test kit to prove that wrapping changes neither. Return None when the
+        backbone has no separate force path (the kit then skips that comparison).
+        """
+        return None
+
     def check_elements(self, graph: AtomicGraph) -> None:
         """Raise :class:`UnsupportedElementError` naming any element the backbone does not know."""
         supported = self.supported_atomic_numbers

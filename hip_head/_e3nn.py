@@ -12,7 +12,10 @@ whether or not mace was imported first.
 
 from __future__ import annotations
 
+import contextlib
 import types
+import warnings
+from collections.abc import Iterator
 
 import torch
 
@@ -24,6 +27,10 @@ def _allow_slice_in_torch_load() -> None:
 
 
 _allow_slice_in_torch_load()
+# e3nn 0.4.4 scripts its generated modules; torch >= 2.x warns about it on every construction.
+warnings.filterwarnings(
+    "ignore", message="The TorchScript type system doesn't support instance-level annotations"
+)
 
 from e3nn import o3 as _o3  # noqa: E402
 
@@ -31,3 +38,42 @@ from e3nn import o3 as _o3  # noqa: E402
 def o3() -> types.ModuleType:
     """Return the ``e3nn.o3`` module, imported with the torch.load work-around applied."""
     return _o3
+
+
+@contextlib.contextmanager
+def float64_default() -> Iterator[None]:
+    """Temporarily make float64 torch's default dtype (to build e3nn modules exactly)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+class ExactConstantsMixin:
+    """Keep e3nn's constant buffers (Wigner-3j tensors ...) exact across dtype casts.
+
+    e3nn stores its Wigner-3j coefficients as buffers in the dtype the module was built with;
+    ``.float()`` followed by ``.double()`` then leaves them rounded to float32, and a float64
+    model is equivariant only to ~1e-8 instead of ~1e-15. Modules using this mixin build their
+    e3nn parts under :func:`float64_default`, call :meth:`record_exact_constants`, and every
+    later cast re-derives the buffers from the float64 originals.
+    """
+
+    def record_exact_constants(self) -> None:
+        """Snapshot every floating buffer (call at the end of ``__init__``, built in float64)."""
+        self.__dict__["_exact_constants"] = {
+            name: buf.detach().to("cpu", torch.float64).clone()
+            for name, buf in self.named_buffers()  # type: ignore[attr-defined]
+            if buf.is_floating_point()
+        }
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: D401 - torch's internal cast hook
+        result = super()._apply(fn, *args, **kwargs)  # type: ignore[misc]
+        exact = self.__dict__.get("_exact_constants")
+        if exact:
+            for name, buf in self.named_buffers():  # type: ignore[attr-defined]
+                if name in exact and buf.is_floating_point():
+                    buf.data = exact[name].to(device=buf.device, dtype=buf.dtype)
+        return result

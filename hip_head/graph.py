@@ -52,14 +52,14 @@ class AtomicGraph:
     def from_ase(
         cls,
         atoms: Atoms | Sequence[Atoms],
-        dtype: torch.dtype = torch.get_default_dtype(),
+        dtype: torch.dtype | None = None,
         device: torch.device | str = "cpu",
     ) -> AtomicGraph:
         """Build a graph from one ``ase.Atoms`` or a sequence of them (a batch).
 
         Args:
             atoms: one structure or a list of structures.
-            dtype: floating dtype of positions and cell.
+            dtype: floating dtype of positions and cell (default: torch's default dtype).
             device: torch device.
 
         Returns:
@@ -70,6 +70,7 @@ class AtomicGraph:
             InvalidStructureError: empty input, an empty structure, NaN/inf positions or
                 coincident atoms (the message names the structure and atoms).
         """
+        dtype = dtype or torch.get_default_dtype()
         structures = [atoms] if isinstance(atoms, Atoms) else list(atoms)
         if not structures:
             raise InvalidStructureError("no structures given: pass at least one ase.Atoms")
@@ -87,7 +88,9 @@ class AtomicGraph:
             pbc = torch.tensor(np.stack([a.pbc for a in structures]), dtype=torch.bool)
         charge = spin = None
         if any("charge" in a.info for a in structures):
-            charge = torch.tensor([float(a.info.get("charge", 0.0)) for a in structures], dtype=dtype)
+            charge = torch.tensor(
+                [float(a.info.get("charge", 0.0)) for a in structures], dtype=dtype
+            )
         if any("spin" in a.info for a in structures):
             spin = torch.tensor([float(a.info.get("spin", 1.0)) for a in structures], dtype=dtype)
         graph = cls(
@@ -225,12 +228,26 @@ def pair_vectors(graph: AtomicGraph, pairs: torch.Tensor) -> torch.Tensor:
     a, b = pairs
     vec = graph.positions[b] - graph.positions[a]
     if graph.is_periodic:
-        cell = graph.cell[graph.batch[a]]  # [P, 3, 3]
+        inverse = _inverse_cells(graph.cell, graph.pbc)[graph.batch[a]]  # [P, 3, 3]
         pbc = graph.pbc[graph.batch[a]].to(vec.dtype)  # [P, 3]
-        frac = torch.linalg.solve(cell.transpose(1, 2), vec.unsqueeze(-1)).squeeze(-1)
-        shift = torch.round(frac.detach()) * pbc
-        vec = vec - torch.einsum("pi,pij->pj", shift, cell)
+        frac = torch.einsum("pj,pji->pi", vec.detach(), inverse)
+        shift = torch.round(frac) * pbc
+        vec = vec - torch.einsum("pi,pij->pj", shift, graph.cell[graph.batch[a]])
     return vec
+
+
+def _inverse_cells(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """[B, 3, 3] inverses of the cells (rows = lattice vectors) for fractional coordinates.
+
+    Non-periodic directions may have zero lattice vectors (molecules in a mixed batch, slabs);
+    those rows are replaced by unit axes first, and a pseudo-inverse covers what stays singular.
+    Only the periodic components of the fractional coordinates are used.
+    """
+    cell = cell.detach()
+    eye = torch.eye(3, dtype=cell.dtype, device=cell.device).expand_as(cell)
+    usable = (cell.norm(dim=-1, keepdim=True) > 0) & pbc.unsqueeze(-1)
+    filled = torch.where(usable, cell, eye)
+    return torch.linalg.pinv(filled)
 
 
 @dataclass

@@ -1,0 +1,119 @@
+"""HessianReadout: exact symmetry, O(3)/permutation equivariance, cutoff, sum rule, batching."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ase import Atoms
+from ase.build import molecule
+
+from hip_head import AtomicGraph, HessianReadout
+from hip_head._e3nn import o3
+from hip_head.assemble import blocks_to_flat, split_flat
+from tests.synthetic_features import IRREPS, synthetic_features
+
+
+def hessians(head, atoms_list, dtype=torch.float64, transform=None, shift=None):
+    graph = AtomicGraph.from_ase(atoms_list, dtype=dtype)
+    if transform is not None:
+        graph.positions = graph.positions @ transform.to(dtype).T + shift.to(dtype)
+    blocks = head(synthetic_features(graph), graph)
+    return split_flat(blocks_to_flat(blocks, graph), graph.atoms_per_graph)
+
+
+@pytest.fixture(scope="module")
+def head():
+    return HessianReadout(IRREPS, channels=8).double()
+
+
+def test_exactly_symmetric_and_nonzero(head, small_molecules):
+    for h in hessians(head, small_molecules):
+        assert torch.equal(h, h.T)
+        assert h.abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("improper", [False, True])
+def test_rotation_reflection_translation_equivariance(head, small_molecules, improper):
+    rotation = o3().rand_matrix(dtype=torch.float64)
+    q = -rotation if improper else rotation
+    shift = torch.tensor([1.5, -2.0, 0.3], dtype=torch.float64)
+    for h, h_t in zip(
+        hessians(head, small_molecules), hessians(head, small_molecules, transform=q, shift=shift)
+    ):
+        big_q = torch.kron(torch.eye(h.shape[0] // 3, dtype=torch.float64), q)
+        assert torch.allclose(h_t, big_q @ h @ big_q.T, rtol=0, atol=1e-12 * float(h.abs().max()))
+
+
+def test_permutation_equivariance(head):
+    atoms = molecule("CH3CH2OH")
+    perm = torch.randperm(len(atoms))
+    (h,) = hessians(head, [atoms])
+    (h_p,) = hessians(head, [atoms[perm.numpy()]])
+    idx = (3 * perm[:, None] + torch.arange(3)).reshape(-1)
+    assert torch.allclose(h_p, h[idx][:, idx], atol=1e-12)
+
+
+def test_batch_equals_single(head, small_molecules):
+    batched = hessians(head, small_molecules)
+    for atoms, h in zip(small_molecules, batched):
+        (single,) = hessians(head, [atoms])
+        assert torch.allclose(single, h, atol=1e-12)
+
+
+def test_blocks_beyond_cutoff_are_exactly_zero_and_vanish_smoothly():
+    head = HessianReadout(IRREPS, channels=8, hessian_cutoff=3.0).double()
+    atoms = Atoms("HHH", positions=[[0, 0, 0], [1.0, 0, 0], [4.5, 0, 0]])
+    (h,) = hessians(head, [atoms])
+    assert torch.equal(h[0:3, 6:9], torch.zeros(3, 3, dtype=torch.float64))
+    near = Atoms("HH", positions=[[0, 0, 0], [2.999, 0, 0]])
+    (h_near,) = hessians(head, [near])
+    assert h_near[0:3, 3:6].abs().max() < 1e-9
+
+
+def test_sum_rule_diagonal_makes_rows_sum_to_zero(small_molecules):
+    head = HessianReadout(IRREPS, channels=8, diagonal="sum_rule").double()
+    for h in hessians(head, small_molecules):
+        n = h.shape[0] // 3
+        row_sums = h.reshape(n, 3, n, 3).sum(dim=2)  # Σ_b H_ab, [n, 3, 3]
+        # only the antisymmetric part of Σ_{b≠a} H_ab can survive the sum rule
+        assert torch.allclose(row_sums, -row_sums.transpose(-1, -2), atol=1e-12)
+        assert torch.equal(h, h.T)
+
+
+def test_single_atom_gives_a_symmetric_3x3_block(head):
+    (h,) = hessians(head, [Atoms("O")])
+    assert h.shape == (3, 3)
+    assert torch.equal(h, h.T)
+
+
+def test_float32_runs_and_is_symmetric(small_molecules):
+    head = HessianReadout(IRREPS, channels=8)
+    for h in hessians(head, small_molecules, dtype=torch.float32):
+        assert h.dtype == torch.float32
+        assert torch.equal(h, h.T)
+
+
+def test_rejects_features_without_scalars():
+    with pytest.raises(ValueError, match="0e"):
+        HessianReadout("4x1o")
+    with pytest.raises(ValueError, match="diagonal"):
+        HessianReadout(IRREPS, diagonal="mean")
+
+
+def test_gradients_reach_every_parameter(head, small_molecules):
+    loss = sum(h.square().sum() for h in hessians(head, small_molecules))
+    loss.backward()
+    missing = [n for n, p in head.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+def test_float32_to_float64_round_trip_stays_exactly_equivariant(small_molecules):
+    """e3nn keeps Wigner-3j buffers in the build dtype; the head must re-derive them exactly."""
+    head = HessianReadout(IRREPS, channels=8).float().double()
+    q = o3().rand_matrix(dtype=torch.float64)
+    shift = torch.zeros(3, dtype=torch.float64)
+    for h, h_t in zip(
+        hessians(head, small_molecules), hessians(head, small_molecules, transform=q, shift=shift)
+    ):
+        big_q = torch.kron(torch.eye(h.shape[0] // 3, dtype=torch.float64), q)
+        assert (h_t - big_q @ h @ big_q.T).abs().max() < 1e-12 * h.abs().max()
