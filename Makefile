@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := requirements/constraints-cpu.txt
 STAMP := $(VENV)/.installed
+# A second environment without mace and with the newest e3nn (>= 0.5, the fairchem line):
+# proves the core works on both e3nn lines and imports without any backbone installed.
+CORE_VENV := .venv-core
+CORE_STAMP := $(CORE_VENV)/.installed
 
 export OMP_NUM_THREADS ?= 2
 
@@ -20,13 +24,22 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[mace,dev]"
 	touch $(STAMP)
 
+$(CORE_STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CORE_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
+	$(CORE_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev]" "e3nn>=0.5"
+	touch $(CORE_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/hip demo
 
-test: $(STAMP)
+test: $(STAMP) $(CORE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 --durations=15
+	@echo "--- core tests again with e3nn $$($(CORE_VENV)/bin/python -c 'import e3nn; print(e3nn.__version__)') and no mace ($(CORE_VENV))"
+	OMP_NUM_THREADS=1 $(CORE_VENV)/bin/pytest -n 2 -m "not mace" -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -40,4 +53,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(CORE_VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache

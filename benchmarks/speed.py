@@ -294,12 +294,14 @@ def _skip_reason(
         settings: the run's settings (the ``max_*_atoms`` limits).
         last: method -> (atoms, ms, peak MiB) of its largest measurement so far, quoted.
     """
+    from hip_head.autograd import DEFAULT_SEED_ATOM_BUDGET
+
     limits = {
         "autograd": (
             "--max-autograd-atoms",
             settings.max_autograd_atoms,
-            ": the batched VJPs of all 3N rows hold up to 16384 seed-atoms of double-backward "
-            "graph at once",
+            ": 3N double-backward VJPs, batched by vmap in chunks of "
+            f"{DEFAULT_SEED_ATOM_BUDGET} seed-atoms",
         ),
         "fd": (
             "--max-fd-atoms",

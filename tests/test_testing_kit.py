@@ -30,7 +30,7 @@ from hip_head.testing import (
     transform_atoms,
     translations,
 )
-from tests.toy_backbone import ToyAdapter, ToyBackbone
+from tests.toy_backbone import ToyAdapter, make_toy
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -95,7 +95,7 @@ class ShiftedNativeAdapter(ToyAdapter):
 
 # ------------------------------------------------------------------------ check_adapter
 def test_toy_backbone_passes_in_float32_and_float64():
-    report = check_adapter(ToyBackbone(), max_examples=8, max_atoms=8)
+    report = check_adapter(make_toy(), max_examples=8, max_atoms=8)
     assert report.adapter == "toy"
     assert report.reflections_checked and report.native_checked
     assert report.dtypes == ("float32", "float64")
@@ -109,23 +109,23 @@ def test_toy_backbone_passes_in_float32_and_float64():
 
 def test_wrong_l1_basis_is_caught():
     with pytest.raises(AssertionError, match=r"rotation equivariance \[float32\]") as info:
-        check_adapter(ToyBackbone(), adapter=PermutedBasisAdapter, max_examples=3)
+        check_adapter(make_toy(), adapter=PermutedBasisAdapter, max_examples=3)
     assert "hessian" in str(info.value) and "ase.Atoms(numbers=" in str(info.value)
 
 
 def test_chiral_features_claimed_o3_fail_the_reflection_check():
     with pytest.raises(AssertionError, match=r"reflection equivariance \[float64\]"):
-        check_adapter(ToyBackbone(), adapter=ChiralAdapter, dtypes=(torch.float64,), max_examples=3)
+        check_adapter(make_toy(), adapter=ChiralAdapter, dtypes=(torch.float64,), max_examples=3)
 
 
 def test_chiral_features_pass_when_declared_so3():
-    report = check_adapter(ToyBackbone(), adapter=ChiralSO3Adapter, max_examples=3, max_atoms=6)
+    report = check_adapter(make_toy(), adapter=ChiralSO3Adapter, max_examples=3, max_atoms=6)
     assert not report.reflections_checked
     assert ("float64", "reflection") not in report.worst
     assert report.worst[("float64", "rotation")] < 1e-12
     with pytest.raises(AssertionError, match="reflection"):  # forcing the check still fails
         check_adapter(
-            ToyBackbone(),
+            make_toy(),
             adapter=ChiralSO3Adapter,
             dtypes=(torch.float64,),
             max_examples=1,
@@ -135,18 +135,16 @@ def test_chiral_features_pass_when_declared_so3():
 
 def test_batch_leak_is_caught():
     with pytest.raises(AssertionError, match="batching"):
-        check_adapter(
-            ToyBackbone(), adapter=BatchLeakAdapter, dtypes=(torch.float64,), max_examples=2
-        )
+        check_adapter(make_toy(), adapter=BatchLeakAdapter, dtypes=(torch.float64,), max_examples=2)
 
 
 def test_changed_energy_is_caught():
     with pytest.raises(AssertionError, match="native energy/forces"):
-        check_adapter(ToyBackbone(), adapter=ShiftedNativeAdapter, max_examples=2)
+        check_adapter(make_toy(), adapter=ShiftedNativeAdapter, max_examples=2)
 
 
 def test_zero_head_is_refused():
-    model = hip_head.wrap(ToyBackbone())
+    model = hip_head.wrap(make_toy())
     with torch.no_grad():
         for parameter in model.readout.parameters():
             parameter.zero_()
@@ -163,14 +161,14 @@ def test_elements_follow_the_adapter():
             return [6, 14]
 
     report = check_adapter(
-        ToyBackbone(), adapter=CarbonOnly, dtypes=(torch.float64,), max_examples=2, max_atoms=4
+        make_toy(), adapter=CarbonOnly, dtypes=(torch.float64,), max_examples=2, max_atoms=4
     )
     assert report.elements == (6,)
 
 
 # ------------------------------------------------------------------------ single assertions
 def test_single_assertions_on_the_toy():
-    model = hip_head.wrap(ToyBackbone())
+    model = hip_head.wrap(make_toy())
     atoms = Atoms(
         "CH3OH",
         positions=[
@@ -189,7 +187,7 @@ def test_single_assertions_on_the_toy():
     assert (
         assert_hessian_permutation_equivariant(model, atoms, [5, 3, 1, 0, 2, 4])["hessian"] < 1e-12
     )
-    assert next(model.parameters()).dtype == torch.float32  # the model itself is not cast
+    assert next(model.parameters()).dtype == torch.float64  # the model itself is not cast
 
 
 def test_symmetry_checker():

@@ -3,11 +3,10 @@
 import torch
 from torch import Tensor, nn
 
-from hip_head._e3nn import o3 as _o3
+from hip_head import o3  # e3nn.o3, imported safely under any torch / e3nn combination
+from hip_head._e3nn import float64_default
 from hip_head.adapters import BackboneAdapter, BackboneOutput, register
 from hip_head.graph import AtomicGraph
-
-o3 = _o3()  # e3nn.o3, imported safely under any torch / e3nn combination
 
 
 class ToyBackbone(nn.Module):
@@ -76,3 +75,9 @@ class ToyAdapter(BackboneAdapter):
         positions = graph.positions.detach().requires_grad_(True)
         energy, _ = self.backbone(positions, graph.atomic_numbers, graph.batch, graph.num_graphs)
         return energy.detach(), -torch.autograd.grad(energy.sum(), positions)[0]
+
+
+def make_toy(**kwargs) -> ToyBackbone:
+    """A ToyBackbone built in float64 (e3nn constants exact; the kit casts copies to float32)."""
+    with float64_default():
+        return ToyBackbone(**kwargs)
