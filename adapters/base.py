@@ -195,5 +195,5 @@ def _load_builtin_adapters() -> None:
     """Import the adapter modules shipped with hip-head (they register themselves)."""
     import importlib
 
-    for module in ("hip_head.adapters.mace",):
+    for module in ("hip_head.adapters.mace", "hip_head.adapters.torch_geometric"):
         importlib.import_module(module)
