@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[mace,pyg,data,dev]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[mace,pyg,data,labels,dev]"
 	touch $(STAMP)
 
 $(CORE_STAMP): pyproject.toml $(CONSTRAINTS)
@@ -39,7 +39,7 @@ test: $(STAMP) $(CORE_STAMP)
 	$(VENV)/bin/ruff format --check .
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 --durations=15
 	@echo "--- core tests again with e3nn $$($(CORE_VENV)/bin/python -c 'import e3nn; print(e3nn.__version__)') and no mace ($(CORE_VENV))"
-	OMP_NUM_THREADS=1 $(CORE_VENV)/bin/pytest -n 2 -m "not mace and not pyg" -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(CORE_VENV)/bin/pytest -n 2 -m "not mace and not pyg and not chem" -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

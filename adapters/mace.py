@@ -30,7 +30,7 @@ from torch import nn
 
 from hip_head._e3nn import o3
 from hip_head.errors import MissingBackboneError
-from hip_head.graph import AtomicGraph
+from hip_head.graph import AtomicGraph, pairs_within_structures
 
 from .base import (
     BackboneAdapter,
@@ -418,20 +418,7 @@ def _dense_edges(
     Returns:
         [2, E] int64 global indices, grouped by structure, sorted by sender then receiver.
     """
-    device = positions.device
-    ptr = ptr.to(device)
-    starts, counts = ptr[graphs], ptr[graphs + 1] - ptr[graphs]
-    # one block of n_g * n_g candidates per structure
-    block = counts * counts
-    owner = torch.repeat_interleave(torch.arange(graphs.numel(), device=device), block)
-    local = torch.arange(int(block.sum()), device=device) - torch.repeat_interleave(
-        torch.cumsum(block, 0) - block, block
-    )
-    n = counts[owner]
-    a = starts[owner] + local // n
-    b = starts[owner] + local % n
-    keep = a != b
-    a, b = a[keep], b[keep]
+    a, b = pairs_within_structures(ptr.to(positions.device), graphs.to(positions.device))
     keep = (positions[b] - positions[a]).norm(dim=-1) < cutoff
     return torch.stack([a[keep], b[keep]])
 

@@ -49,7 +49,7 @@ from torch import nn
 
 from hip_head._e3nn import o3
 from hip_head.errors import MissingBackboneError
-from hip_head.graph import AtomicGraph
+from hip_head.graph import AtomicGraph, pairs_within_structures
 
 from .base import BackboneAdapter, BackboneOutput, class_path_matches, register
 
@@ -103,17 +103,9 @@ def radius_pairs(
     if batch.numel() == 0:
         return torch.zeros(2, 0, dtype=torch.long, device=device)
     counts = torch.bincount(batch.to(device))
-    starts = torch.cumsum(counts, 0) - counts
-    block = counts * counts
-    owner = torch.repeat_interleave(torch.arange(counts.numel(), device=device), block)
-    local = torch.arange(int(block.sum()), device=device) - torch.repeat_interleave(
-        torch.cumsum(block, 0) - block, block
-    )
-    n = counts[owner]
-    a = starts[owner] + local // n
-    b = starts[owner] + local % n
-    same = a == b
-    keep = ~same & ((pos[b] - pos[a]).norm(dim=-1) < cutoff)
+    ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    a, b = pairs_within_structures(ptr)
+    keep = (pos[b] - pos[a]).norm(dim=-1) < cutoff
     if max_num_neighbors is not None and keep.any():
         most = int(torch.bincount(b[keep], minlength=pos.shape[0]).max())
         if most > max_num_neighbors:
@@ -123,9 +115,12 @@ def radius_pairs(
                 "energy differs from PyG's truncated radius_graph",
                 stacklevel=3,
             )
-    if loop:
-        keep = keep | same
-    return torch.stack([a[keep], b[keep]])
+    edges = torch.stack([a[keep], b[keep]])
+    if loop:  # self-loops, merged into the (a, b)-sorted order
+        atoms = torch.arange(pos.shape[0], device=device)
+        edges = torch.cat([edges, torch.stack([atoms, atoms])], dim=1)
+        edges = edges[:, torch.argsort(edges[0] * pos.shape[0] + edges[1])]
+    return edges
 
 
 class RadiusGraph(nn.Module):

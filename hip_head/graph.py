@@ -186,31 +186,39 @@ class AtomicGraph:
                 )
 
 
-def all_pairs(graph: AtomicGraph) -> torch.Tensor:
-    """Every ordered pair of distinct atoms in the same structure.
+def pairs_within_structures(ptr: torch.Tensor, graphs: torch.Tensor | None = None) -> torch.Tensor:
+    """Every ordered pair of distinct atoms in the same structure, vectorised over structures.
 
     Args:
-        graph: the batch.
+        ptr: [B + 1] int64 structure offsets.
+        graphs: [G] int64 structures to include (default: all).
 
     Returns:
-        [2, P] int64 global atom indices ``(a, b)``, ``P = sum_g N_g (N_g - 1)``, sorted by
-        ``a`` then ``b`` within each structure, structures in order.
+        [2, P] int64 global atom indices ``(a, b)``, ``a != b``, ``P = Σ_g N_g (N_g - 1)``,
+        sorted by ``a`` then ``b`` within each structure, structures in the order given.
     """
-    device = graph.positions.device
-    chunks = []
-    for g in range(graph.num_graphs):
-        start, stop = int(graph.ptr[g]), int(graph.ptr[g + 1])
-        n = stop - start
-        if n < 2:
-            continue
-        idx = torch.arange(n, device=device)
-        a = idx.repeat_interleave(n)
-        b = idx.repeat(n)
-        keep = a != b
-        chunks.append(torch.stack([a[keep], b[keep]]) + start)
-    if not chunks:
-        return torch.zeros(2, 0, dtype=torch.long, device=device)
-    return torch.cat(chunks, dim=1)
+    if graphs is None:
+        graphs = torch.arange(ptr.numel() - 1, device=ptr.device)
+    starts, counts = ptr[graphs], ptr[graphs + 1] - ptr[graphs]
+    block = counts * counts  # n_g * n_g candidates per structure
+    owner = torch.repeat_interleave(torch.arange(graphs.numel(), device=ptr.device), block)
+    local = torch.arange(int(block.sum()), device=ptr.device) - torch.repeat_interleave(
+        torch.cumsum(block, 0) - block, block
+    )
+    n = counts[owner]
+    a = starts[owner] + local // n
+    b = starts[owner] + local % n
+    keep = a != b
+    return torch.stack([a[keep], b[keep]])
+
+
+def all_pairs(graph: AtomicGraph) -> torch.Tensor:
+    """Every ordered pair of distinct atoms in the same structure of ``graph``.
+
+    Returns:
+        [2, P] int64 global atom indices, see :func:`pairs_within_structures`.
+    """
+    return pairs_within_structures(graph.ptr.to(graph.positions.device))
 
 
 def pair_vectors(graph: AtomicGraph, pairs: torch.Tensor) -> torch.Tensor:
