@@ -673,7 +673,12 @@ class AseDbDataset(_Checked):
         self._db: Any = None
         self._pid: int | None = None
         try:
-            self._ids = [row.id for row in self._connect().select(include_data=False)]
+            # rows with status="failed" record failed calculations (label_many): not records
+            self._ids = [
+                row.id
+                for row in self._connect().select(include_data=False)
+                if row.get("status") != "failed"
+            ]
         except HessianDataError:
             raise
         except Exception as exc:  # noqa: BLE001 - sqlite3 / ase errors

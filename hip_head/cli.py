@@ -74,9 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="wrap a MACE model and predict a Hessian")
     p_demo.add_argument("--molecule", default="CH3CH2OH", help="ase.build.molecule name")
     p_demo.add_argument("--seed", type=int, default=0)
+    p_data = sub.add_parser("data", help="Hessian data: `hip data label FILES --out DB ...`")
+    p_data.add_argument("action", choices=["label"], help="label: E, F and Hessian by xTB/PySCF")
+    p_data.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.molecule, args.seed)
+    if args.command == "data" and args.action == "label":
+        from hip_head.finetune.labels import main_label
+
+        return main_label(args.rest)
     return 2
 
 
