@@ -12,9 +12,11 @@ Writing one for a new backbone: subclass :class:`BackboneAdapter`, implement ``m
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, ClassVar
 
 import torch
@@ -22,7 +24,7 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from hip_head._e3nn import o3
-from hip_head.errors import NoAdapterError, UnsupportedElementError
+from hip_head.errors import MissingBackboneError, NoAdapterError, UnsupportedElementError
 from hip_head.graph import AtomicGraph
 
 
@@ -183,6 +185,26 @@ def find_adapter(model: nn.Module, adapter: str | type[BackboneAdapter] = "auto"
     )
 
 
+def import_backbone(module: str, library: str, extra: str) -> ModuleType:
+    """Import a backbone library lazily, or raise :class:`MissingBackboneError`.
+
+    Args:
+        module: the module to import (e.g. ``"mace.modules"``).
+        library: the pip distribution users install (e.g. ``"mace-torch"``).
+        extra: the hip-head extra that brings it (``pip install hip-head[<extra>]``).
+
+    Returns:
+        The imported module.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingBackboneError(
+            f"this adapter needs {library} ({module} could not be imported: {exc}); "
+            f"install it with `pip install hip-head[{extra}]`"
+        ) from exc
+
+
 def class_path_matches(model: Any, candidates: set[str]) -> bool:
     """True when any class in ``type(model).__mro__`` is named ``module.QualName`` in candidates."""
     return any(f"{c.__module__}.{c.__qualname__}" in candidates for c in type(model).__mro__)
@@ -193,7 +215,5 @@ _BUILTIN: list[Callable[[], None]] = []
 
 def _load_builtin_adapters() -> None:
     """Import the adapter modules shipped with hip-head (they register themselves)."""
-    import importlib
-
     for module in ("hip_head.adapters.mace", "hip_head.adapters.torch_geometric"):
         importlib.import_module(module)

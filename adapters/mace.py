@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -29,7 +28,6 @@ import torch
 from torch import nn
 
 from hip_head._e3nn import o3
-from hip_head.errors import MissingBackboneError
 from hip_head.graph import AtomicGraph, pairs_within_structures
 
 from .base import (
@@ -37,6 +35,7 @@ from .base import (
     BackboneOutput,
     class_path_matches,
     filter_irreps,
+    import_backbone,
     register,
 )
 
@@ -56,13 +55,7 @@ _GRAPH_FEATURES = {"total_charge": ("charge", 0.0), "total_spin": ("spin", 1.0)}
 
 def _import_mace(module: str = "mace") -> ModuleType:
     """Import ``module`` from mace-torch, or raise a :class:`MissingBackboneError`."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingBackboneError(
-            f"the MACE adapter needs mace-torch ({module} could not be imported: {exc}); "
-            "install it with `pip install hip-head[mace]`"
-        ) from exc
+    return import_backbone(module, "mace-torch", "mace")
 
 
 @register

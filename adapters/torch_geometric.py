@@ -40,7 +40,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import importlib
 import warnings
 from types import ModuleType
 
@@ -48,10 +47,9 @@ import torch
 from torch import nn
 
 from hip_head._e3nn import o3
-from hip_head.errors import MissingBackboneError
 from hip_head.graph import AtomicGraph, pairs_within_structures
 
-from .base import BackboneAdapter, BackboneOutput, class_path_matches, register
+from .base import BackboneAdapter, BackboneOutput, class_path_matches, import_backbone, register
 
 __all__ = ["RadiusDistance", "RadiusGraph", "SchNetAdapter", "ViSNetAdapter", "radius_pairs"]
 
@@ -65,13 +63,7 @@ _VISNET_DISTANCE = "torch_geometric.nn.models.visnet.Distance"
 
 def _import_pyg(module: str = "torch_geometric") -> ModuleType:
     """Import ``module`` from torch-geometric, or raise a :class:`MissingBackboneError`."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingBackboneError(
-            f"the torch-geometric adapters need torch-geometric ({module} could not be "
-            f"imported: {exc}); install it with `pip install hip-head[pyg]`"
-        ) from exc
+    return import_backbone(module, "torch-geometric", "pyg")
 
 
 # ---------------------------------------------------------------------- neighbour search

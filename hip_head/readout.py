@@ -49,28 +49,20 @@ class HessianBlocks:
     pairs: PairGraph
 
 
-def _uvu_tensor_product(irreps_in: o3, irreps_sh: o3, lmax: int):
-    """Channel-wise ('uvu') tensor product instructions, outputs restricted to l <= lmax."""
-    irreps_out, instructions = [], []
-    for i, (mul, ir_in) in enumerate(irreps_in):
-        for j, (_, ir_sh) in enumerate(irreps_sh):
-            for ir_out in ir_in * ir_sh:
-                if ir_out.l <= lmax:
-                    instructions.append((i, j, len(irreps_out), "uvu", True))
-                    irreps_out.append((mul, ir_out))
-    return _sorted_tensor_product(irreps_in, irreps_sh, irreps_out, instructions)
+def _channelwise_tensor_product(irreps1, irreps2, lmax: int, mode: str):
+    """Channel-wise tensor product (``mode`` 'uvu' or 'uuu'), outputs restricted to l <= lmax.
 
-
-def _uuu_tensor_product(irreps: o3, lmax: int):
-    """Channel-wise ('uuu') product of two features with the same irreps, l <= lmax."""
+    'uvu': features x spherical harmonics (each channel of ``irreps1`` times each harmonic);
+    'uuu': two features with the same multiplicities, channel by channel.
+    """
     irreps_out, instructions = [], []
-    for i, (mul, ir1) in enumerate(irreps):
-        for j, (_, ir2) in enumerate(irreps):
+    for i, (mul, ir1) in enumerate(irreps1):
+        for j, (_, ir2) in enumerate(irreps2):
             for ir_out in ir1 * ir2:
                 if ir_out.l <= lmax:
-                    instructions.append((i, j, len(irreps_out), "uuu", True))
+                    instructions.append((i, j, len(irreps_out), mode, True))
                     irreps_out.append((mul, ir_out))
-    return _sorted_tensor_product(irreps, irreps, irreps_out, instructions)
+    return _sorted_tensor_product(irreps1, irreps2, irreps_out, instructions)
 
 
 def _sorted_tensor_product(irreps1, irreps2, irreps_out, instructions):
@@ -118,7 +110,7 @@ class PairInteraction(nn.Module):
 
     def __init__(self, hidden, irreps_sh, lmax: int, radial_in: int, radial_hidden: int):
         super().__init__()
-        self.tp = _uvu_tensor_product(hidden, irreps_sh, lmax)
+        self.tp = _channelwise_tensor_product(hidden, irreps_sh, lmax, "uvu")
         self.radial = _RadialMLP(radial_in, radial_hidden, self.tp.weight_numel)
         self.linear = o3().Linear(self.tp.irreps_out, hidden)
 
@@ -216,9 +208,15 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
             PairInteraction(self.hidden_irreps, self.irreps_sh, self.lmax, radial_in, radial_hidden)
             for _ in range(num_interactions)
         )
-        self.tp_sender = _uvu_tensor_product(self.hidden_irreps, self.irreps_sh, self.lmax)
-        self.tp_receiver = _uvu_tensor_product(self.hidden_irreps, self.irreps_sh, self.lmax)
-        self.tp_pair = _uuu_tensor_product(self.hidden_irreps, self.lmax)
+        self.tp_sender = _channelwise_tensor_product(
+            self.hidden_irreps, self.irreps_sh, self.lmax, "uvu"
+        )
+        self.tp_receiver = _channelwise_tensor_product(
+            self.hidden_irreps, self.irreps_sh, self.lmax, "uvu"
+        )
+        self.tp_pair = _channelwise_tensor_product(
+            self.hidden_irreps, self.hidden_irreps, self.lmax, "uuu"
+        )
         self.pair_irreps = (
             self.tp_sender.irreps_out + self.tp_receiver.irreps_out + self.tp_pair.irreps_out
         )
