@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c $(CONSTRAINTS) torch==2.13.0
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[mace,pyg,data,labels,dev]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[mace,pyg,data,chem,dev]"
 	touch $(STAMP)
 
 $(CORE_STAMP): pyproject.toml $(CONSTRAINTS)

@@ -321,12 +321,21 @@ def _init_worker() -> None:
         sys.modules["pyscf"].lib.num_threads(1)
 
 
+#: ``atoms.info`` keys copied into each labelled row's meta (set by ``hip data sample``).
+_CARRIED_INFO = ("molecule", "kind", "temperature_K", "imaginary_cm1")
+
+
 def _run_one(
     engine: str, atoms: Atoms, options: dict[str, Any]
 ) -> tuple[HessianSample | None, str]:
     """Label one structure; never raises. Returns ``(sample, "")`` or ``(None, reason)``."""
     try:
-        return ENGINES[engine](atoms, **options), ""
+        sample = ENGINES[engine](atoms, **options)
+        # carry the sampling provenance (split_by_molecule groups by "molecule")
+        for name in _CARRIED_INFO:
+            if name in atoms.info and name not in sample.meta:
+                sample.meta[name] = atoms.info[name]
+        return sample, ""
     except Exception as exc:  # noqa: BLE001 - every failure becomes a failed row
         return None, f"{type(exc).__name__}: {exc}"
 

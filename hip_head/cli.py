@@ -75,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--molecule", default="CH3CH2OH", help="ase.build.molecule name")
     p_demo.add_argument("--seed", type=int, default=0)
     p_data = sub.add_parser("data", help="Hessian data: `hip data label FILES --out DB ...`")
-    p_data.add_argument("action", choices=["label"], help="label: E, F and Hessian by xTB/PySCF")
+    p_data.add_argument(
+        "action",
+        choices=["label", "sample"],
+        help="label: E, F and Hessian by xTB/PySCF; sample: minima, thermal frames, saddles",
+    )
     p_data.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -84,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hip_head.finetune.labels import main_label
 
         return main_label(args.rest)
+    if args.command == "data" and args.action == "sample":
+        from hip_head.finetune.sampling import main_sample
+
+        return main_sample(args.rest)
     return 2
 
 

@@ -236,3 +236,13 @@ def test_hip_data_label_command_labels_and_resumes(tmp_path):
     assert len(AseDbDataset(db)) == 2
     assert main(["data", "label", str(xyz), "--out", str(db)]) == 0  # resumes: nothing new
     assert len(AseDbDataset(db)) == 2
+
+
+def test_sampling_provenance_survives_labelling(tmp_path):
+    from ase.build import molecule as build
+
+    atoms = build("H2O")
+    atoms.info.update(molecule="O", kind="off_equilibrium", temperature_K=300.0)
+    label_many([atoms], tmp_path / "p.db", engine="xtb")
+    (sample,) = list(AseDbDataset(tmp_path / "p.db"))
+    assert sample.meta["molecule"] == "O" and sample.meta["kind"] == "off_equilibrium"
