@@ -12,6 +12,9 @@ STAMP := $(VENV)/.installed
 # proves the core works on both e3nn lines and imports without any backbone installed.
 CORE_VENV := .venv-core
 CORE_STAMP := $(CORE_VENV)/.installed
+# fairchem-core 2.x (UMA / eSEN) pins its own e3nn >= 0.5 and torch ~= 2.13: its own environment.
+FAIRCHEM_VENV := .venv-fairchem
+FAIRCHEM_STAMP := $(FAIRCHEM_VENV)/.installed
 
 export OMP_NUM_THREADS ?= 2
 
@@ -31,15 +34,24 @@ $(CORE_STAMP): pyproject.toml $(CONSTRAINTS)
 	$(CORE_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -e ".[data,dev]" "e3nn>=0.5"
 	touch $(CORE_STAMP)
 
+$(FAIRCHEM_STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(FAIRCHEM_VENV)
+	$(FAIRCHEM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FAIRCHEM_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) torch==2.13.0
+	$(FAIRCHEM_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -e ".[fairchem,dev]"
+	touch $(FAIRCHEM_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/hip demo
 
-test: $(STAMP) $(CORE_STAMP)
+test: $(STAMP) $(CORE_STAMP) $(FAIRCHEM_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 --durations=15
 	@echo "--- core tests again with e3nn $$($(CORE_VENV)/bin/python -c 'import e3nn; print(e3nn.__version__)') and no mace ($(CORE_VENV))"
-	OMP_NUM_THREADS=1 $(CORE_VENV)/bin/pytest -n 2 -m "not mace and not pyg and not chem" -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(CORE_VENV)/bin/pytest -n 2 -m "not mace and not pyg and not chem and not fairchem" -p no:cacheprovider
+	@echo "--- fairchem-core 2.x adapter tests ($(FAIRCHEM_VENV))"
+	OMP_NUM_THREADS=1 $(FAIRCHEM_VENV)/bin/pytest -m fairchem -p no:cacheprovider tests/adapters
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -53,4 +65,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(CORE_VENV) $(FAIRCHEM_VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache

@@ -215,5 +215,9 @@ _BUILTIN: list[Callable[[], None]] = []
 
 def _load_builtin_adapters() -> None:
     """Import the adapter modules shipped with hip-head (they register themselves)."""
-    for module in ("hip_head.adapters.mace", "hip_head.adapters.torch_geometric"):
+    for module in (
+        "hip_head.adapters.mace",
+        "hip_head.adapters.torch_geometric",
+        "hip_head.adapters.uma",
+    ):
         importlib.import_module(module)
