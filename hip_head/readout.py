@@ -155,78 +155,60 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
         super().__init__()
         dtype = torch.get_default_dtype()
         with float64_default():  # e3nn constants built exactly; see ExactConstantsMixin
-            self._build(
-                node_irreps,
-                channels,
-                hessian_cutoff,
-                num_interactions,
-                num_radial,
-                radial_hidden,
-                avg_num_pairs,
-                diagonal,
+            if diagonal not in ("learned", "sum_rule"):
+                raise ValueError(f"diagonal must be 'learned' or 'sum_rule', got {diagonal!r}")
+            irreps_in = o3().Irreps(node_irreps).simplify()
+            if not any(ir.l == 0 and ir.p == 1 for _, ir in irreps_in):
+                raise ValueError(f"node irreps {irreps_in} hold no 0e scalars; the head needs them")
+            present = {str(ir) for _, ir in irreps_in if ir.l <= 2}
+            hidden = o3().Irreps([(channels, ir) for ir in _HIDDEN_CANDIDATES if ir in present])
+            self.node_irreps = irreps_in
+            self.hidden_irreps = hidden.sort().irreps.simplify()
+            self.hessian_cutoff = float(hessian_cutoff)
+            self.diagonal_mode = diagonal
+            self.norm = math.sqrt(avg_num_pairs)
+            self.lmax = 2
+
+            self.irreps_sh = o3().Irreps.spherical_harmonics(2)
+            self.spherical_harmonics = o3().SphericalHarmonics(
+                self.irreps_sh, normalize=True, normalization="component"
             )
+            self.node_linear = o3().Linear(irreps_in, self.hidden_irreps)
+            self.register_buffer("scalar_mask", _scalar_mask(self.hidden_irreps), persistent=False)
+            num_scalars = int(self.scalar_mask.sum())
+            self.radial_basis = BesselBasis(self.hessian_cutoff, num_radial)
+            self.envelope = PolynomialEnvelope(self.hessian_cutoff)
+            radial_in = num_radial + 2 * num_scalars
+
+            self.interactions = nn.ModuleList(
+                PairInteraction(
+                    self.hidden_irreps, self.irreps_sh, self.lmax, radial_in, radial_hidden
+                )
+                for _ in range(num_interactions)
+            )
+            self.tp_sender = _channelwise_tensor_product(
+                self.hidden_irreps, self.irreps_sh, self.lmax, "uvu"
+            )
+            self.tp_receiver = _channelwise_tensor_product(
+                self.hidden_irreps, self.irreps_sh, self.lmax, "uvu"
+            )
+            self.tp_pair = _channelwise_tensor_product(
+                self.hidden_irreps, self.hidden_irreps, self.lmax, "uuu"
+            )
+            self.pair_irreps = (
+                self.tp_sender.irreps_out + self.tp_receiver.irreps_out + self.tp_pair.irreps_out
+            )
+            num_weights = (
+                self.tp_sender.weight_numel
+                + self.tp_receiver.weight_numel
+                + self.tp_pair.weight_numel
+            )
+            self.pair_radial = _RadialMLP(radial_in, radial_hidden, num_weights)
+            self.pair_out = o3().Linear(self.pair_irreps, o3().Irreps(BLOCK_IRREPS))
+            self.node_out = o3().Linear(self.hidden_irreps, o3().Irreps(SYMMETRIC_BLOCK_IRREPS))
+            self.node_pair_out = o3().Linear(self.pair_irreps, o3().Irreps(SYMMETRIC_BLOCK_IRREPS))
         self.record_exact_constants()
         self.to(dtype)
-
-    def _build(
-        self,
-        node_irreps,
-        channels,
-        hessian_cutoff,
-        num_interactions,
-        num_radial,
-        radial_hidden,
-        avg_num_pairs,
-        diagonal,
-    ) -> None:
-        if diagonal not in ("learned", "sum_rule"):
-            raise ValueError(f"diagonal must be 'learned' or 'sum_rule', got {diagonal!r}")
-        irreps_in = o3().Irreps(node_irreps).simplify()
-        if not any(ir.l == 0 and ir.p == 1 for _, ir in irreps_in):
-            raise ValueError(f"node irreps {irreps_in} hold no 0e scalars; the head needs them")
-        present = {str(ir) for _, ir in irreps_in if ir.l <= 2}
-        hidden = o3().Irreps([(channels, ir) for ir in _HIDDEN_CANDIDATES if ir in present])
-        self.node_irreps = irreps_in
-        self.hidden_irreps = hidden.sort().irreps.simplify()
-        self.hessian_cutoff = float(hessian_cutoff)
-        self.diagonal_mode = diagonal
-        self.norm = math.sqrt(avg_num_pairs)
-        self.lmax = 2
-
-        self.irreps_sh = o3().Irreps.spherical_harmonics(2)
-        self.spherical_harmonics = o3().SphericalHarmonics(
-            self.irreps_sh, normalize=True, normalization="component"
-        )
-        self.node_linear = o3().Linear(irreps_in, self.hidden_irreps)
-        self.register_buffer("scalar_mask", _scalar_mask(self.hidden_irreps), persistent=False)
-        num_scalars = int(self.scalar_mask.sum())
-        self.radial_basis = BesselBasis(self.hessian_cutoff, num_radial)
-        self.envelope = PolynomialEnvelope(self.hessian_cutoff)
-        radial_in = num_radial + 2 * num_scalars
-
-        self.interactions = nn.ModuleList(
-            PairInteraction(self.hidden_irreps, self.irreps_sh, self.lmax, radial_in, radial_hidden)
-            for _ in range(num_interactions)
-        )
-        self.tp_sender = _channelwise_tensor_product(
-            self.hidden_irreps, self.irreps_sh, self.lmax, "uvu"
-        )
-        self.tp_receiver = _channelwise_tensor_product(
-            self.hidden_irreps, self.irreps_sh, self.lmax, "uvu"
-        )
-        self.tp_pair = _channelwise_tensor_product(
-            self.hidden_irreps, self.hidden_irreps, self.lmax, "uuu"
-        )
-        self.pair_irreps = (
-            self.tp_sender.irreps_out + self.tp_receiver.irreps_out + self.tp_pair.irreps_out
-        )
-        num_weights = (
-            self.tp_sender.weight_numel + self.tp_receiver.weight_numel + self.tp_pair.weight_numel
-        )
-        self.pair_radial = _RadialMLP(radial_in, radial_hidden, num_weights)
-        self.pair_out = o3().Linear(self.pair_irreps, o3().Irreps(BLOCK_IRREPS))
-        self.node_out = o3().Linear(self.hidden_irreps, o3().Irreps(SYMMETRIC_BLOCK_IRREPS))
-        self.node_pair_out = o3().Linear(self.pair_irreps, o3().Irreps(SYMMETRIC_BLOCK_IRREPS))
 
     def extra_repr(self) -> str:
         return (
