@@ -101,6 +101,16 @@ class BackboneAdapter(nn.Module, ABC):
         """
         return None
 
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """The backbone's layers in forward order, each a list of modules trained together.
+
+        Fine-tuning's ``last_k`` mode trains the last k groups. The default is one group per
+        direct child module of the backbone that has parameters; adapters override it with the
+        backbone's real layer structure (e.g. MACE: interaction + product + readout of each
+        message-passing layer).
+        """
+        return [[m] for m in self.backbone.children() if any(True for _ in m.parameters())]
+
     def check_elements(self, graph: AtomicGraph) -> None:
         """Raise :class:`UnsupportedElementError` naming any element the backbone does not know."""
         supported = self.supported_atomic_numbers
@@ -219,5 +229,6 @@ def _load_builtin_adapters() -> None:
         "hip_head.adapters.mace",
         "hip_head.adapters.torch_geometric",
         "hip_head.adapters.uma",
+        "hip_head.adapters.equiformer_v2",
     ):
         importlib.import_module(module)

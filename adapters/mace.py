@@ -206,6 +206,14 @@ class MACEAdapter(BackboneAdapter):
             feats = feats.index_select(-1, self._columns)
         return BackboneOutput(energy=out["energy"], node_feats=feats, node_irreps=self.node_irreps)
 
+    def layer_groups(self) -> list[list[nn.Module]]:
+        """One group per MACE message-passing layer: ``interactions[i]``, ``products[i]``
+        and ``readouts[i]`` (the embeddings and scale/shift are never in a group)."""
+        b = self.backbone
+        return [
+            [b.interactions[i], b.products[i], b.readouts[i]] for i in range(len(b.interactions))
+        ]
+
     def native_energy_forces(self, graph: AtomicGraph) -> tuple[torch.Tensor, torch.Tensor]:
         """Energy and forces computed by the bare model (``compute_force=True``).
 

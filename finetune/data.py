@@ -709,6 +709,19 @@ class AseDbDataset(_Checked):
         except Exception as exc:  # noqa: BLE001
             raise HessianDataError(self.path, index, f"cannot read row: {exc}") from exc
 
+    def column(self, name: str) -> list[Any]:
+        """Key-value column ``name`` of every record (None where unset), without reading data.
+
+        Args:
+            name: an ASE db key (e.g. ``"split"``, ``"molecule"``, ``"kind"``) or a row
+                attribute such as ``"formula"`` or ``"natoms"``.
+
+        Returns:
+            One value per record, in record order.
+        """
+        values = {row.id: row.get(name) for row in self._connect().select(include_data=False)}
+        return [values.get(i) for i in self._ids]
+
     def __getitem__(self, index: int) -> HessianSample | None:
         """Read record ``index`` (0-based, in row-id order).
 
@@ -749,12 +762,21 @@ class AseDbDataset(_Checked):
                 yield sample
 
 
-def write_ase_db(samples: Iterable[HessianSample], path: str | os.PathLike) -> int:
+def write_ase_db(
+    samples: Iterable[HessianSample],
+    path: str | os.PathLike,
+    hessian_dtype: Any = np.float64,
+    key_value_pairs: Callable[[HessianSample], dict[str, Any]] | None = None,
+) -> int:
     """Write samples to an ASE SQLite database (appends when the file exists).
 
     Args:
         samples: the samples.
         path: the ``.db`` file.
+        hessian_dtype: storage dtype of the Hessian (``np.float32`` halves the file; readers
+            return float64 either way).
+        key_value_pairs: optional ``sample -> {key: str|int|float|bool}`` stored as ASE db
+            key-value pairs (queryable with ``db.select(key=value)``).
 
     Returns:
         The number of rows written.
@@ -771,8 +793,9 @@ def write_ase_db(samples: Iterable[HessianSample], path: str | os.PathLike) -> i
             if meta:
                 data["meta"] = meta
             if sample.hessian is not None:
-                data["hessian"] = sample.hessian
-            db.write(atoms, data=data)
+                data["hessian"] = np.asarray(sample.hessian, dtype=hessian_dtype)
+            kvp = key_value_pairs(sample) if key_value_pairs is not None else {}
+            db.write(atoms, data=data, **kvp)
             count += 1
     return count
 

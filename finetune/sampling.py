@@ -214,14 +214,19 @@ def normal_mode_samples(
     min_distance: float = MIN_DISTANCE,
     soft_mode_cm1: float = SOFT_MODE_CM1,
     max_tries: int = 20,
+    reaction_amplitude: float = 0.0,
 ) -> list[Atoms]:
     """Classical harmonic Boltzmann samples around a minimum along its Eckart normal modes.
 
     With the Eckart-projected mass-weighted Hessian's eigenpairs (λ_k = ω_k², eV/Å²/amu;
     orthonormal e_k ∈ R^{3N}), each frame is ``x = x0 + M^-1/2 Σ_k Q_k e_k`` with independent
     ``Q_k ~ N(0, kT / λ_k)`` (amu^½ Å): the classical canonical distribution of the harmonic
-    potential. Imaginary modes and modes below ``soft_mode_cm1`` are not displaced. Frames
-    with two atoms closer than ``min_distance`` are redrawn (up to ``max_tries`` times each).
+    potential. Imaginary modes and modes below ``soft_mode_cm1`` are not displaced thermally.
+    Around a saddle, ``reaction_amplitude > 0`` adds a displacement along each imaginary mode
+    (the reaction coordinate) of Cartesian norm drawn uniformly from
+    ``[-reaction_amplitude, reaction_amplitude]``: near-transition-state frames on both sides
+    of the barrier. Frames with two atoms closer than ``min_distance`` are redrawn (up to
+    ``max_tries`` times each).
 
     Args:
         atoms: the minimum (N atoms, positions Å, masses from ``get_masses()``).
@@ -233,6 +238,7 @@ def normal_mode_samples(
         min_distance: rejection threshold on interatomic distances, Å.
         soft_mode_cm1: modes below this wavenumber (cm⁻¹) are skipped.
         max_tries: draws per frame before giving up on that frame.
+        reaction_amplitude: largest displacement along imaginary modes, Å (0: none).
 
     Returns:
         Up to ``len(temperatures_K) * n_per_temperature`` frames (temperature-major order),
@@ -243,6 +249,7 @@ def normal_mode_samples(
     keep = vib.frequencies_cm1 > soft_mode_cm1
     lam = vib.eigenvalues[keep]  # eV/Å²/amu
     vecs = vib.mass_weighted_modes[keep]  # [K, 3N]
+    imaginary = vib.modes[vib.frequencies_cm1 < 0] if reaction_amplitude > 0 else vib.modes[:0]
     inv_sqrt_m = 1.0 / np.sqrt(np.repeat(atoms.get_masses(), 3))
     x0 = atoms.get_positions()
     rng = np.random.default_rng(seed)
@@ -253,6 +260,8 @@ def normal_mode_samples(
             for _ in range(max_tries):
                 q = rng.normal(size=lam.shape) * sigma
                 dx = (q @ vecs) * inv_sqrt_m
+                for mode in imaginary:  # [N, 3], unit Cartesian norm
+                    dx = dx + rng.uniform(-reaction_amplitude, reaction_amplitude) * mode.ravel()
                 pos = x0 + dx.reshape(-1, 3)
                 if _min_distance(pos) >= min_distance:
                     frame = _bare(atoms)
@@ -274,6 +283,7 @@ def find_saddle(
     force_factor: float = 3.0,
     method: str = "GFN2-xTB",
     accuracy: float = 0.01,
+    modes: Sequence[int] | None = None,
 ) -> Atoms | None:
     """A first-order saddle near a minimum: Sella ``order=1`` with the xTB Hessian.
 
@@ -294,6 +304,8 @@ def find_saddle(
         force_factor: acceptance bound on the final largest force, in units of ``fmax``.
         method: tblite method.
         accuracy: tblite accuracy.
+        modes: indices (0 = softest) of the Eckart modes to start from, instead of the
+            ``n_modes`` softest; e.g. stiffer bends for bond-making/breaking saddles.
 
     Returns:
         The saddle (calculator-free) with ``info["kind"] = "saddle"``,
@@ -311,7 +323,10 @@ def find_saddle(
         hessian = hessian_fn(start)
     vib = vibrational_analysis(hessian, start)
     x0 = start.get_positions()
-    for k in range(min(n_modes, vib.n_modes)):
+    tries = range(min(n_modes, vib.n_modes)) if modes is None else modes
+    for k in tries:
+        if not 0 <= k < vib.n_modes:
+            continue
         mode = vib.modes[k]  # [N, 3], unit norm
         for sign in (1.0, -1.0):
             work = _bare(start)

@@ -1,8 +1,12 @@
 """The ``hip`` command line.
 
-``hip demo``: wrap a MACE model (saved and loaded the way MACE foundation models are), predict
-the Hessian of a real molecule with the HIP head, print its vibrational frequencies, and time
-the head against the backbone's exact autograd Hessian.
+- ``hip demo``: fine-tune the shipped pretrained MACE into a HIP on the shipped xTB dataset and
+  compare it with the backbone's autograd Hessian on unseen molecules (about 10 min on CPU;
+  :mod:`hip_head.finetune.demo`).
+- ``hip demo --wrap-only``: wrap a MACE model (saved and loaded the way MACE foundation models
+  are), predict the Hessian of a real molecule with an untrained head, print its frequencies and
+  time the head against the autograd Hessian (seconds).
+- ``hip finetune``, ``hip data label``, ``hip data sample``: see their ``--help``.
 """
 
 from __future__ import annotations
@@ -69,11 +73,21 @@ def demo(molecule_name: str = "CH3CH2OH", seed: int = 0) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hip`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["finetune"]:  # its own parser (options before any positional argument)
+        from hip_head.finetune.train import main_finetune
+
+        return main_finetune(argv[1:])
     parser = argparse.ArgumentParser(prog="hip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="wrap a MACE model and predict a Hessian")
-    p_demo.add_argument("--molecule", default="CH3CH2OH", help="ase.build.molecule name")
+    p_demo = sub.add_parser("demo", help="fine-tune the shipped MACE into a HIP and compare")
+    p_demo.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
+    p_demo.add_argument("--out", default="runs/demo", help="parent of the run directory")
     p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument(
+        "--wrap-only", action="store_true", help="quick: wrap a random MACE, no training"
+    )
+    p_demo.add_argument("--molecule", default="CH3CH2OH", help="--wrap-only: G2 molecule")
     p_data = sub.add_parser("data", help="Hessian data: `hip data label FILES --out DB ...`")
     p_data.add_argument(
         "action",
@@ -81,9 +95,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="label: E, F and Hessian by xTB/PySCF; sample: minima, thermal frames, saddles",
     )
     p_data.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
+    p_ft = sub.add_parser(
+        "finetune",
+        help="fine-tune a pretrained MLIP into a HIP: `hip finetune CONFIG` (see --help)",
+        add_help=False,
+    )
+    p_ft.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of hip finetune")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "demo" and args.wrap_only:
         return demo(args.molecule, args.seed)
+    if args.command == "demo":
+        from hip_head.finetune.demo import run_demo
+
+        return run_demo(args.out, max_steps=args.steps, seed=args.seed)
     if args.command == "data" and args.action == "label":
         from hip_head.finetune.labels import main_label
 

@@ -1,0 +1,409 @@
+"""Fine-tuning configuration: one YAML file, validated, with command-line overrides.
+
+A configuration has five sections; every key has a default, so a file only names what it
+changes::
+
+    model:   {backbone: default, head: {channels: 16}}
+    data:    {train: [default], batch_size: 8}
+    optim:   {lr: 1.0e-3, warmup_steps: 50}
+    loss:    {energy: 0, forces: 0, hessian: 10}
+    train:   {mode: head, max_steps: 2000, out_dir: runs/hip}
+
+Unknown keys and wrong types raise :class:`ConfigError` naming the key (``train.max_stepz``)
+and what is allowed. Overrides use the same dotted names: ``train.max_steps=100``; values are
+parsed as YAML (``true``, ``1e-3``, ``[a, b]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hip_head.errors import HIPError
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "FinetuneConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+
+class ConfigError(HIPError, ValueError):
+    """A configuration key is unknown or its value is invalid."""
+
+
+@dataclass
+class ModelConfig:
+    """What to fine-tune.
+
+    Attributes:
+        backbone: path of a backbone saved with ``torch.save(model)`` (a MACE ``.model``
+            file, ...), or ``"default"``: the small pretrained ScaleShiftMACE shipped in
+            ``hip_head/assets``.
+        init: path of a saved HIP (:meth:`HIPModel.save`) to continue from instead of wrapping
+            ``backbone`` with a new head.
+        adapter: adapter name or ``"auto"`` (see :func:`hip_head.wrap`).
+        adapter_options: keyword arguments of the adapter (e.g. ``{layers: [-2, -1]}``).
+        head: keyword arguments of :class:`~hip_head.readout.HessianReadout` (``channels``,
+            ``hessian_cutoff`` Å, ``num_interactions``, ``diagonal`` ...).
+        dtype: ``"float32"`` or ``"float64"``: the model is cast to it.
+    """
+
+    backbone: str | None = "default"
+    init: str | None = None
+    adapter: str = "auto"
+    adapter_options: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] = field(default_factory=dict)
+    dtype: Literal["float32", "float64"] = "float32"
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled structures come from and how they are batched.
+
+    Attributes:
+        train: training files (``.db`` ASE database, ``.lmdb`` HORM, ``.xyz``/``.extxyz``) or
+            ``"default"`` (the shipped xTB dataset). Files whose rows carry a ``split`` column
+            (the default dataset) contribute only their ``train`` rows here.
+        val: validation files; empty: rows with ``split == "val"`` of the training files, or,
+            when there are none, ``val_fraction`` of the training molecules (split by
+            molecule, never by frame).
+        test: test files; empty: rows with ``split == "test"`` of the training files.
+        val_fraction: share of training frames held out for validation when no validation set
+            is given.
+        batch_size: structures per batch (per process under DDP).
+        num_workers: DataLoader worker processes.
+        energy_key: HORM LMDB energy target, ``"energy"`` or ``"ae"``.
+        on_error: bad records: ``"raise"`` or ``"skip"``.
+        max_train_frames: use at most this many training frames (the first molecules in
+            shuffled order); None: all.
+        max_val_frames: the same for validation.
+        seed: seed of the splits and of the per-epoch shuffling.
+    """
+
+    train: list[str] = field(default_factory=lambda: ["default"])
+    val: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1
+    batch_size: int = 8
+    num_workers: int = 0
+    energy_key: Literal["energy", "ae"] = "energy"
+    on_error: Literal["raise", "skip"] = "raise"
+    max_train_frames: int | None = None
+    max_val_frames: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay (per optimizer step).
+
+    Attributes:
+        lr: peak learning rate of the head (and of the backbone in ``full``/``last_k`` mode
+            unless ``backbone_lr`` is set).
+        backbone_lr: peak learning rate of the trainable backbone parameters; None: ``lr``.
+        weight_decay: AdamW weight decay.
+        warmup_steps: steps of linear warm-up from 0.
+        min_lr_ratio: the cosine ends at ``lr * min_lr_ratio`` at ``train.max_steps``.
+        grad_clip: gradient-norm clipping (0: off).
+        ema_decay: decay of the exponential moving average of the weights used for validation
+            and for the saved model (0: no EMA).
+    """
+
+    lr: float = 2.0e-3
+    backbone_lr: float | None = 1.0e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.02
+    grad_clip: float = 10.0
+    ema_decay: float = 0.99
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (see :class:`~hip_head.finetune.losses.LossWeights`).
+
+    In ``head`` mode the backbone is frozen, so energy and force terms cannot change and are
+    left out of the loss (they are still reported in validation).
+
+    Attributes:
+        energy: energy weight (upstream 1).
+        forces: force weight (upstream 25).
+        hessian: entrywise Hessian weight (upstream 10).
+        subspace: weight of the lowest-eigenpair subspace loss (0: off).
+        subspace_k: eigenpairs in the subspace loss.
+        hessian_kind: ``"mae"`` or ``"mse"``.
+        hessian_normalization: ``"entry"`` or ``"molecule"``.
+        autograd_rows: Hessian rows per structure in ``target: autograd`` mode (HORM style,
+            random rows through VJPs each step).
+    """
+
+    energy: float = 1.0
+    forces: float = 25.0
+    hessian: float = 10.0
+    subspace: float = 0.0
+    subspace_k: int = 8
+    hessian_kind: Literal["mae", "mse"] = "mae"
+    hessian_normalization: Literal["entry", "molecule"] = "entry"
+    autograd_rows: int = 4
+
+
+@dataclass
+class TrainConfig:
+    """The run: what trains, for how long, on what hardware, where it writes.
+
+    Attributes:
+        mode: ``"head"`` (frozen backbone, the HIP paper's setting), ``"full"`` (backbone
+            too, at ``optim.backbone_lr``) or ``"last_k"`` (the last ``last_k`` backbone
+            layers, as the adapter groups them).
+        last_k: layers trained in ``last_k`` mode.
+        target: ``"head"`` (train the HIP head's Hessian) or ``"autograd"`` (baseline: train
+            the backbone's own autograd Hessian on ``loss.autograd_rows`` random rows per
+            structure; needs ``mode`` full or last_k).
+        max_steps: optimizer steps.
+        val_every_n_steps: validation interval, steps.
+        checkpoint_every_n_steps: checkpoint interval, steps (plus one at the end).
+        log_every_n_steps: logging interval, steps.
+        out_dir: run directory: ``checkpoints/``, ``logs/`` (CSV and TensorBoard),
+            ``hip_model.pt`` (the fine-tuned HIP), ``config.yaml``.
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` (optimizer, scheduler, EMA
+            and data position included).
+        accelerator: Lightning accelerator: ``"auto"``, ``"cpu"``, ``"gpu"``.
+        devices: devices per node (``"auto"``, a count, or a list).
+        num_nodes: nodes (SLURM / torchrun).
+        strategy: Lightning strategy (``"auto"``, ``"ddp"``, ...).
+        precision: Lightning precision (``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``,
+            ``"64-true"``).
+        tf32: allow TF32 matmuls on NVIDIA GPUs (False for full float32 accuracy).
+        seed: global seed (weights of the new head, shuffling).
+        progress_bar: show Lightning's progress bar.
+    """
+
+    mode: Literal["head", "full", "last_k"] = "head"
+    last_k: int = 1
+    target: Literal["head", "autograd"] = "head"
+    max_steps: int = 1000
+    val_every_n_steps: int = 200
+    checkpoint_every_n_steps: int = 100
+    log_every_n_steps: int = 10
+    out_dir: str = "runs/hip"
+    resume: bool = False
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    tf32: bool = True
+    seed: int = 0
+    progress_bar: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    """The whole configuration (see the module docs)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> FinetuneConfig:
+        """Build and validate a configuration from a nested mapping.
+
+        Raises:
+            ConfigError: unknown section/key, wrong type, or inconsistent settings.
+        """
+        raw = dict(raw or {})
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - set(sections))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; allowed: {sorted(sections)}")
+        parts = {}
+        for name, f in sections.items():
+            section_cls = f.default_factory  # type: ignore[misc]
+            parts[name] = _build_section(name, section_cls, raw.get(name))  # type: ignore[arg-type]
+        config = cls(**parts)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Cross-field checks.
+
+        Raises:
+            ConfigError: the settings contradict each other or are out of range.
+        """
+        t, d, o, lo = self.train, self.data, self.optim, self.loss
+        positive = {
+            "train.max_steps": t.max_steps,
+            "train.val_every_n_steps": t.val_every_n_steps,
+            "train.checkpoint_every_n_steps": t.checkpoint_every_n_steps,
+            "train.log_every_n_steps": t.log_every_n_steps,
+            "train.last_k": t.last_k,
+            "data.batch_size": d.batch_size,
+            "loss.autograd_rows": lo.autograd_rows,
+            "loss.subspace_k": lo.subspace_k,
+            "train.num_nodes": t.num_nodes,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}")
+        if o.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
+        if not 0.0 <= o.ema_decay < 1.0:
+            raise ConfigError(f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
+        if not 0.0 < d.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
+        if not d.train:
+            raise ConfigError("data.train is empty: give at least one file or 'default'")
+        if t.target == "autograd" and t.mode == "head":
+            raise ConfigError(
+                "train.target 'autograd' trains the backbone's own Hessian: set train.mode to "
+                "'full' or 'last_k' (a frozen backbone has nothing to train)"
+            )
+        if min(lo.energy, lo.forces, lo.hessian, lo.subspace) < 0:
+            raise ConfigError("loss weights must be >= 0")
+        if t.mode == "head" and lo.hessian == 0 and lo.subspace == 0:
+            raise ConfigError(
+                "train.mode 'head' trains only the Hessian head: loss.hessian or loss.subspace "
+                "must be > 0"
+            )
+        if self.model.backbone is None and self.model.init is None:
+            raise ConfigError("set model.backbone (a file or 'default') or model.init")
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits the (simple) type ``annotation``."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if origin is Literal:
+        return value in typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if origin in (list, Sequence):
+        return isinstance(value, (list, tuple))
+    if origin in (dict, Mapping):
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _build_section(name: str, section_cls: type, raw: Any) -> Any:
+    if raw is None:
+        return section_cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config section {name!r} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(section_cls)
+    fields = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {[f'{name}.{k}' for k in unknown]}; "
+            f"allowed in {name!r}: {sorted(fields)}"
+        )
+    values = {}
+    for key, value in raw.items():
+        if name == "data" and key in ("train", "val", "test") and isinstance(value, str):
+            value = [value]  # a single file is a list of one
+        if isinstance(value, str) and _accepts_float(hints[key]):
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads `1e-3` as a string
+                value = float(value)
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"{name}.{key} = {value!r} is not a valid {_describe(hints[key])}")
+        values[key] = float(value) if _accepts_float(hints[key]) and value is not None else value
+    return section_cls(**values)
+
+
+def _accepts_float(annotation: Any) -> bool:
+    if annotation is float:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return float in typing.get_args(annotation)
+    return False
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return "choice among " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    return str(annotation).replace("typing.", "")
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
+) -> FinetuneConfig:
+    """Read a YAML config (or start from the defaults) and apply dotted overrides.
+
+    Args:
+        path: YAML file; None: all defaults.
+        overrides: ``"section.key=value"`` strings (value parsed as YAML).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown key, bad value.
+    """
+    import yaml
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path) as handle:
+                raw = yaml.safe_load(handle) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {os.fspath(path)!r}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{os.fspath(path)} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{os.fspath(path)} must hold a mapping of sections")
+    return FinetuneConfig.from_dict(apply_overrides(raw, overrides))
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``"section.key=value"`` overrides to a nested dict (a copy).
+
+    Raises:
+        ConfigError: an override without ``=`` or without a ``section.key`` name.
+    """
+    import yaml
+
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        parts = name.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: bad value: {exc}") from exc
+        section = out.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"override {item!r}: {parts[0]!r} is not a section")
+        section[parts[1]] = value
+    return out

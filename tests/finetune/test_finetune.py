@@ -1,0 +1,379 @@
+"""The fine-tuning loop: config, sampler, EMA, modes, faults (NaN, OOM, SIGKILL), DDP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+pytest.importorskip("mace")
+
+from hip_head.finetune.config import ConfigError, FinetuneConfig, load_config  # noqa: E402
+from hip_head.finetune.module import (  # noqa: E402
+    BatchTooLargeError,
+    EpochBatchSampler,
+    ParameterEMA,
+    TrainingDivergedError,
+    _DataPosition,
+)
+from tests.finetune.finetune_data import save_tiny_mace, write_morse_db  # noqa: E402
+
+pytestmark = pytest.mark.mace
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    return {
+        "db": write_morse_db(root / "morse.db"),
+        "db_nosplit": write_morse_db(root / "morse_nosplit.db", with_split=False),
+        "backbone": save_tiny_mace(root / "tiny.model"),
+    }
+
+
+def tiny_config(assets, out: Path, **sections) -> FinetuneConfig:
+    raw = {
+        "model": {
+            "backbone": str(assets["backbone"]),
+            "head": {"channels": 4, "hessian_cutoff": 6.0},
+            "dtype": "float64",
+        },
+        "data": {"train": [str(assets["db"])], "batch_size": 4},
+        "optim": {"lr": 5e-3, "warmup_steps": 2, "ema_decay": 0.9},
+        "train": {
+            "max_steps": 6,
+            "val_every_n_steps": 3,
+            "checkpoint_every_n_steps": 3,
+            "log_every_n_steps": 1,
+            "out_dir": str(out),
+            "accelerator": "cpu",
+            "devices": 1,
+            "progress_bar": False,
+        },
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return FinetuneConfig.from_dict(raw)
+
+
+# ---------------------------------------------------------------------------------- config
+def test_config_unknown_key_and_bad_values_are_named(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  max_stepz: 10\n")
+    with pytest.raises(ConfigError, match=r"train\.max_stepz"):
+        load_config(path)
+    path.write_text("optim:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"optim\.lr = 'fast'"):
+        load_config(path)
+    path.write_text("trian: {}\n")
+    with pytest.raises(ConfigError, match="trian"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="autograd"):
+        load_config(None, ["train.target=autograd", "train.mode=head"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["max_steps=3"])
+
+
+def test_config_overrides_parse_yaml_and_round_trip(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  train: a.db\n  batch_size: 2\n")
+    config = load_config(path, ["optim.lr=1e-3", "train.mode=full", "data.val=[b.db, c.db]"])
+    assert config.data.train == ["a.db"] and config.data.batch_size == 2
+    assert config.optim.lr == pytest.approx(1e-3) and config.train.mode == "full"
+    assert config.data.val == ["b.db", "c.db"]
+    assert FinetuneConfig.from_dict(config.to_dict()) == config
+
+
+# ---------------------------------------------------------------------------------- sampler, EMA
+def test_sampler_is_deterministic_sharded_and_resumable(monkeypatch):
+    sampler = EpochBatchSampler(23, 4, seed=3, epoch_fn=lambda: 1)
+    first, second = list(sampler), list(sampler)
+    assert first == second and len(first) == 5 == len(sampler)  # 23 // 4, last one dropped
+    assert all(len(b) == 4 for b in first)
+    assert list(EpochBatchSampler(23, 4, seed=3, epoch_fn=lambda: 2)) != first
+
+    shards = []
+    for rank in (0, 1):
+        monkeypatch.setattr(EpochBatchSampler, "_rank_world", staticmethod(lambda r=rank: (r, 2)))
+        shards.append(list(EpochBatchSampler(23, 4, seed=3, epoch_fn=lambda: 1)))
+    assert len(shards[0]) == len(shards[1]) == 2
+    flat = [i for shard in shards for batch in shard for i in batch]
+    assert len(flat) == len(set(flat))  # ranks never see the same structure
+
+    monkeypatch.setattr(EpochBatchSampler, "_rank_world", staticmethod(lambda: (0, 1)))
+    position = _DataPosition()
+    position.resume = (1, 3)
+    resumed = list(EpochBatchSampler(23, 4, seed=3, epoch_fn=lambda: 1, position=position))
+    assert resumed == first[3:]
+    assert list(EpochBatchSampler(23, 4, seed=3, epoch_fn=lambda: 1, position=position)) == first
+
+
+def test_ema_averages_and_swaps_back():
+    model = torch.nn.Linear(2, 1)
+    ema = ParameterEMA(model, decay=0.5)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # warm-up decay min(0.5, 1/10) = 0.1
+    expected = 0.1 * start + 0.9 * (start + 1.0)
+    assert torch.allclose(ema.shadow_0, expected)
+    with ema.swapped_in(model):
+        assert torch.allclose(model.weight, expected)
+    assert torch.allclose(model.weight, start + 1.0)
+
+
+# ---------------------------------------------------------------------------------- training
+def _params(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["head", "full", "last_k"])
+def test_modes_train_what_they_say(assets, tmp_path, mode):
+    from hip_head.finetune.train import build_model, run_finetune
+
+    config = tiny_config(assets, tmp_path / mode, train={"mode": mode, "last_k": 1})
+    before = _params(build_model(config))
+    result = run_finetune(config)
+    import hip_head
+
+    after = _params(hip_head.load(result.model_path))
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    head = {n for n in before if n.startswith("readout.")}
+    last = {n for n in before if ".interactions.1." in n or ".products.1." in n}
+    assert head <= changed  # the head always trains
+    if mode == "head":
+        assert changed == head
+    elif mode == "full":
+        assert changed - head and any(".interactions.0." in n for n in changed)
+    else:
+        assert changed - head <= last | {n for n in before if ".readouts.1." in n}
+        assert changed & last
+    assert result.global_step == 6
+    assert np.isfinite(result.metrics["val/hessian_mae"])
+    csv = (tmp_path / mode / "logs" / "csv" / "metrics.csv").read_text()
+    assert "val/hessian_mae" in csv and "train/hessian" in csv
+
+
+@pytest.mark.slow
+def test_head_training_lowers_hessian_error(assets, tmp_path):
+    from hip_head.finetune.train import run_finetune
+
+    config = tiny_config(
+        assets,
+        tmp_path / "learn",
+        train={"max_steps": 60, "val_every_n_steps": 60, "checkpoint_every_n_steps": 60},
+        optim={"lr": 1e-2, "warmup_steps": 5, "ema_decay": 0.0},
+    )
+    result = run_finetune(config)
+    metrics = [
+        line.split(",") for line in (tmp_path / "learn/logs/csv/metrics.csv").read_text().split()
+    ]
+    header = metrics[0]
+    col = header.index("train/hessian")
+    losses = [float(row[col]) for row in metrics[1:] if row[col]]
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5]), losses
+    assert result.metrics["val/hessian_mae"] < 0.8 * losses[0]
+
+
+@pytest.mark.slow
+def test_autograd_baseline_trains_the_backbone_hessian(assets, tmp_path):
+    from hip_head.finetune.train import build_model, run_finetune
+
+    config = tiny_config(
+        assets, tmp_path / "ag", train={"mode": "full", "target": "autograd", "max_steps": 3}
+    )
+    before = _params(build_model(config))
+    result = run_finetune(config)
+    import hip_head
+
+    model = hip_head.load(result.model_path)
+    assert model.hessian_method == "autograd"
+    after = _params(model)
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("adapter."))
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("readout."))
+
+
+def test_without_val_split_molecules_are_held_out(assets, tmp_path):
+    from hip_head.finetune.module import HessianDataModule
+
+    config = tiny_config(assets, tmp_path / "x", data={"train": [str(assets["db_nosplit"])]})
+    dm = HessianDataModule(config.data)
+    dm.setup("fit")
+    train = {dm.splits["train"][i].meta["molecule"] for i in range(len(dm.splits["train"]))}
+    val = {dm.splits["val"][i].meta["molecule"] for i in range(len(dm.splits["val"]))}
+    assert train and val and not train & val
+    config = tiny_config(assets, tmp_path / "y")
+    dm = HessianDataModule(config.data)
+    dm.setup("fit")
+    assert {s.meta["split"] for s in dm.splits["train"]} == {"train"}
+    assert {s.meta["split"] for s in dm.splits["val"]} == {"val"}
+    assert {s.meta["split"] for s in dm.splits["test"]} == {"test"}
+
+
+# ---------------------------------------------------------------------------------- faults
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(assets, tmp_path, monkeypatch):
+    from hip_head.finetune import module as module_mod
+    from hip_head.finetune.train import run_finetune
+
+    real_loss = module_mod.HIPLightningModule._loss
+
+    def poisoned(self, graph, labels):
+        loss, parts = real_loss(self, graph, labels)
+        return (loss * float("nan"), parts) if self.global_step >= 4 else (loss, parts)
+
+    monkeypatch.setattr(module_mod.HIPLightningModule, "_loss", poisoned)
+    config = tiny_config(assets, tmp_path / "nan", train={"max_steps": 10})
+    with pytest.raises(TrainingDivergedError, match="step 4.*last good checkpoint"):
+        run_finetune(config)
+    ckpt = torch.load(tmp_path / "nan/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
+    assert not list((tmp_path / "nan/checkpoints").glob("*.tmp"))
+
+
+def test_out_of_memory_names_a_batch_size(assets, tmp_path, monkeypatch):
+    from hip_head.finetune import module as module_mod
+    from hip_head.finetune.train import run_finetune
+
+    def oom(self, graph, labels):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB")
+
+    monkeypatch.setattr(module_mod.HIPLightningModule, "_loss", oom)
+    with pytest.raises(BatchTooLargeError, match=r"batch of 4 structures.*data\.batch_size=2"):
+        run_finetune(tiny_config(assets, tmp_path / "oom"))
+
+
+def test_refuses_to_overwrite_a_run_and_resume_needs_a_checkpoint(assets, tmp_path):
+    from hip_head.finetune.train import run_finetune
+
+    with pytest.raises(ConfigError, match="no checkpoint to resume"):
+        run_finetune(tiny_config(assets, tmp_path / "r", train={"resume": True}))
+    (tmp_path / "r/checkpoints").mkdir(parents=True)
+    (tmp_path / "r/checkpoints/last.ckpt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_finetune(tiny_config(assets, tmp_path / "r"))
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.Popen(
+        [sys.executable, "-m", "hip_head.cli", "finetune", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def _cli_args(assets, out: Path, steps: int) -> list[str]:
+    return [
+        "--backbone", str(assets["backbone"]),
+        "--data", str(assets["db"]),
+        "--out", str(out),
+        "--max-steps", str(steps),
+        "--set", "model.head={channels: 4, hessian_cutoff: 6.0}",
+        "--set", "model.dtype=float64",
+        "--set", "data.batch_size=4",
+        "--set", "train.checkpoint_every_n_steps=4",
+        "--set", "train.val_every_n_steps=100",
+        "--set", "train.progress_bar=false",
+        "--set", "train.accelerator=cpu",
+        "--set", "train.devices=1",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(assets, tmp_path):
+    """A run killed with SIGKILL and resumed ends with the same weights as one never killed:
+    the resumed run loses only the steps since the last checkpoint, and restores optimizer,
+    scheduler, EMA and data position (40 steps cross 3 epochs of 10 batches)."""
+    import hip_head
+
+    steps = 26
+    full = _cli(_cli_args(assets, tmp_path / "full", steps))
+    out_full = full.communicate(timeout=600)[0]
+    assert full.returncode == 0, out_full
+
+    killed = _cli(_cli_args(assets, tmp_path / "killed", steps))
+    ckpt = tmp_path / "killed/checkpoints/last.ckpt"
+    deadline = time.time() + 300
+    step_at_kill = None
+    while time.time() < deadline and killed.poll() is None:
+        if ckpt.exists():
+            step = torch.load(ckpt, weights_only=False)["global_step"]
+            if step >= 12:
+                killed.send_signal(signal.SIGKILL)
+                step_at_kill = step
+                break
+        time.sleep(0.2)
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.communicate()[0]
+    assert step_at_kill is not None and step_at_kill < steps
+    assert not (tmp_path / "killed/hip_model.pt").exists()
+
+    resumed = _cli([*_cli_args(assets, tmp_path / "killed", steps), "--resume"])
+    out_resumed = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, out_resumed
+    assert f"done: {steps} steps" in out_resumed
+
+    a = hip_head.load(tmp_path / "full/hip_model.pt")
+    b = hip_head.load(tmp_path / "killed/hip_model.pt")
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.allclose(pa, pb, rtol=1e-9, atol=1e-12), name
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_gloo(assets, tmp_path):
+    """DDP through torchrun: 2 CPU processes on gloo train a few steps and save one HIP."""
+    args = _cli_args(assets, tmp_path / "ddp", 4)
+    args += ["--set", "train.strategy=ddp", "--set", "train.devices=2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "hip_head.cli", "finetune", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out, out[-4000:]
+    assert "done: 4 steps" in out
+    import hip_head
+
+    model = hip_head.load(tmp_path / "ddp/hip_model.pt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_saved_hip_loads_without_training_extras(assets, tmp_path):
+    from hip_head.finetune.train import run_finetune
+
+    result = run_finetune(tiny_config(assets, tmp_path / "plain", train={"max_steps": 2}))
+    code = (
+        "import sys\n"
+        "for name in ('lightning', 'lightning.pytorch', 'tensorboard', 'yaml'):\n"
+        "    sys.modules[name] = None\n"
+        "import hip_head\n"
+        "from ase.build import molecule\n"
+        f"m = hip_head.load({str(result.model_path)!r})\n"
+        "out = m.predict(molecule('CH3OH'))\n"
+        "assert out['hessian'].shape == (18, 18)\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
