@@ -15,6 +15,12 @@ CORE_STAMP := $(CORE_VENV)/.installed
 # fairchem-core 2.x (UMA / eSEN) pins its own e3nn >= 0.5 and torch ~= 2.13: its own environment.
 FAIRCHEM_VENV := .venv-fairchem
 FAIRCHEM_STAMP := $(FAIRCHEM_VENV)/.installed
+# fairchem-core 1.x (EquiformerV2) pins torch ~= 2.4 and numpy < 2: a fourth environment, with
+# its own constraints. torch-scatter (imported by fairchem 1.x, undeclared, source-only on PyPI)
+# is compiled against the installed torch (about 7 minutes on 2 cores; pip caches the wheel).
+EQV2_VENV := .venv-eqv2
+EQV2_STAMP := $(EQV2_VENV)/.installed
+EQV2_CONSTRAINTS := requirements/constraints-eqv2.txt
 
 export OMP_NUM_THREADS ?= 2
 
@@ -41,17 +47,27 @@ $(FAIRCHEM_STAMP): pyproject.toml $(CONSTRAINTS)
 	$(FAIRCHEM_VENV)/bin/python -m pip install -q -c $(CONSTRAINTS) -e ".[fairchem,dev]"
 	touch $(FAIRCHEM_STAMP)
 
+$(EQV2_STAMP): pyproject.toml $(EQV2_CONSTRAINTS)
+	$(PYTHON) -m venv $(EQV2_VENV)
+	$(EQV2_VENV)/bin/python -m pip install -q --upgrade pip
+	$(EQV2_VENV)/bin/python -m pip install -q -c $(EQV2_CONSTRAINTS) torch==2.4.0 setuptools wheel
+	$(EQV2_VENV)/bin/python -m pip install -q -c $(EQV2_CONSTRAINTS) --no-build-isolation torch-scatter
+	$(EQV2_VENV)/bin/python -m pip install -q -c $(EQV2_CONSTRAINTS) -e ".[eqv2,testing]" pytest-xdist
+	touch $(EQV2_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/hip demo
 
-test: $(STAMP) $(CORE_STAMP) $(FAIRCHEM_STAMP)
+test: $(STAMP) $(CORE_STAMP) $(FAIRCHEM_STAMP) $(EQV2_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -n 2 --durations=15
 	@echo "--- core tests again with e3nn $$($(CORE_VENV)/bin/python -c 'import e3nn; print(e3nn.__version__)') and no mace ($(CORE_VENV))"
-	OMP_NUM_THREADS=1 $(CORE_VENV)/bin/pytest -n 2 -m "not mace and not pyg and not chem and not fairchem" -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(CORE_VENV)/bin/pytest -n 2 -m "not mace and not pyg and not chem and not fairchem and not eqv2" -p no:cacheprovider
 	@echo "--- fairchem-core 2.x adapter tests ($(FAIRCHEM_VENV))"
 	OMP_NUM_THREADS=1 $(FAIRCHEM_VENV)/bin/pytest -m fairchem -p no:cacheprovider tests/adapters
+	@echo "--- fairchem-core 1.x EquiformerV2 adapter tests ($(EQV2_VENV))"
+	OMP_NUM_THREADS=1 $(EQV2_VENV)/bin/pytest -m eqv2 -p no:cacheprovider tests/adapters
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -65,4 +81,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 clean:
-	rm -rf $(VENV) $(CORE_VENV) $(FAIRCHEM_VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache
+	rm -rf $(VENV) $(CORE_VENV) $(FAIRCHEM_VENV) $(EQV2_VENV) build *.egg-info .pytest_cache .hypothesis .ruff_cache

@@ -18,7 +18,7 @@ from hip_head.adapters.torch_geometric import (
     radius_pairs,
 )
 from hip_head.graph import AtomicGraph
-from hip_head.testing import check_adapter
+from tests.adapters.kit_checks import assert_passes_the_kit
 
 pytestmark = pytest.mark.pyg
 
@@ -64,17 +64,7 @@ def bare_pyg(monkeypatch):
 
 
 def _check(backbone, parity: bool):
-    report = check_adapter(
-        backbone, dtypes=(torch.float32, torch.float64), max_examples=4, max_atoms=8, channels=8
-    )
-    assert report.native_checked
-    assert report.reflections_checked is parity
-    worst64 = {
-        prop: err
-        for (dtype, prop), err in report.worst.items()
-        if dtype == "float64" and prop in ("rotation", "reflection", "translation", "permutation")
-    }
-    assert worst64 and max(worst64.values()) < 1e-10, worst64
+    assert_passes_the_kit(backbone, parity=parity, max_examples=4, max_atoms=8, channels=8)
 
 
 def test_schnet_passes_the_kit():

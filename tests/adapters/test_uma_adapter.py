@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ase.build
 import pytest
 import torch
 from torch import nn
@@ -10,10 +9,12 @@ from torch import nn
 pytest.importorskip("fairchem.core")
 
 import hip_head  # noqa: E402
-from hip_head._e3nn import o3  # noqa: E402
 from hip_head.adapters.uma import UMAAdapter, make_random_uma  # noqa: E402
-from hip_head.graph import AtomicGraph  # noqa: E402
-from hip_head.testing import check_adapter  # noqa: E402
+from tests.adapters.kit_checks import (  # noqa: E402
+    assert_features_rotate_with_e3nn,
+    assert_passes_the_kit,
+    molecules_graph,
+)
 
 pytestmark = pytest.mark.fairchem
 
@@ -25,37 +26,10 @@ def model() -> nn.Module:
     return make_random_uma(sphere_channels=8, hidden_channels=8, num_layers=2)
 
 
-def molecules_graph(dtype=torch.float64) -> AtomicGraph:
-    atoms = [ase.build.molecule(name) for name in ("H2O", "CH3CH2OH", "NH3")]
-    return AtomicGraph.from_ase(atoms, dtype=dtype)
-
-
-def sh_wigner_d(l: int, rotation: torch.Tensor) -> torch.Tensor:
-    """[2l+1, 2l+1] D(R) fitted from e3nn's spherical harmonics (exact in float64)."""
-    x = torch.randn(100, 3, dtype=torch.float64)
-    y = o3().spherical_harmonics(l, x, normalize=True)
-    y_rot = o3().spherical_harmonics(l, x @ rotation.T, normalize=True)
-    return torch.linalg.lstsq(y, y_rot).solution.T
-
-
 def test_uma_passes_the_kit(model):
-    report = check_adapter(
-        model,
-        dtypes=(torch.float32, torch.float64),
-        elements=ELEMENTS,
-        max_examples=3,
-        max_atoms=8,
-        channels=8,
+    assert_passes_the_kit(
+        model, parity=False, elements=ELEMENTS, max_examples=3, max_atoms=8, channels=8
     )
-    print(report)
-    assert report.native_checked
-    assert report.reflections_checked is False
-    worst64 = {
-        prop: err
-        for (dtype, prop), err in report.worst.items()
-        if dtype == "float64" and prop in ("rotation", "translation", "permutation")
-    }
-    assert worst64 and max(worst64.values()) < 1e-10, worst64
 
 
 def test_wrap_picks_uma_and_matches_is_strict(model):
@@ -84,15 +58,4 @@ def test_energy_and_forces_equal_the_model(model):
 
 def test_l1_and_l2_features_rotate_with_e3nn_wigner_d(model):
     """The layout conversion is derived: features must rotate by e3nn's D of each l."""
-    adapter = UMAAdapter(model)
-    graph = molecules_graph()
-    rotation = o3().rand_matrix(dtype=torch.float64)
-    with torch.no_grad():
-        feats = adapter(graph).node_feats
-        feats_rot = adapter(graph.with_positions(graph.positions @ rotation.T)).node_feats
-    irreps = adapter.node_irreps
-    for (mul, ir), sl in zip(irreps, irreps.slices()):
-        d = sh_wigner_d(ir.l, rotation)
-        x = feats[:, sl].reshape(-1, mul, ir.dim)
-        y = feats_rot[:, sl].reshape(-1, mul, ir.dim)
-        torch.testing.assert_close(x @ d.T, y, rtol=0, atol=1e-10)
+    assert_features_rotate_with_e3nn(UMAAdapter(model), molecules_graph())
