@@ -42,13 +42,27 @@ def o3() -> types.ModuleType:
 
 @contextlib.contextmanager
 def float64_default() -> Iterator[None]:
-    """Temporarily make float64 torch's default dtype (to build e3nn modules exactly)."""
+    """Build e3nn modules exactly and picklably: float64 default dtype, eager e3nn code.
+
+    e3nn >= 0.5 on torch < 2.10 defaults to ``jit_mode="script"``: its modules then hold
+    TorchScript functions that cannot be deep-copied or pickled, so a model holding them could
+    not be saved (:meth:`HIPModel.save`) or copied. Inside this context e3nn builds eager
+    modules; both settings are restored on exit (other libraries' models are unaffected).
+    """
     old = torch.get_default_dtype()
+    import e3nn
+
+    get_defaults = getattr(e3nn, "get_optimization_defaults", None)
+    old_jit = get_defaults().get("jit_mode") if get_defaults is not None else None
     torch.set_default_dtype(torch.float64)
+    if old_jit not in (None, "eager"):
+        e3nn.set_optimization_defaults(jit_mode="eager")
     try:
         yield
     finally:
         torch.set_default_dtype(old)
+        if old_jit not in (None, "eager"):
+            e3nn.set_optimization_defaults(jit_mode=old_jit)
 
 
 class ExactConstantsMixin:
