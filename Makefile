@@ -56,7 +56,7 @@ $(EQV2_STAMP): pyproject.toml $(EQV2_CONSTRAINTS)
 	touch $(EQV2_STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/hip demo
+	OMP_NUM_THREADS=1 $(VENV)/bin/hip demo
 
 test: $(STAMP) $(CORE_STAMP) $(FAIRCHEM_STAMP) $(EQV2_STAMP)
 	$(VENV)/bin/ruff check .

@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_demo.add_argument("--steps", type=int, default=1500, help="fine-tuning steps")
     p_demo.add_argument("--out", default="runs/demo", help="parent of the run directory")
     p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--test-frames", type=int, default=80, help="test frames evaluated")
+    p_demo.add_argument("--backbone", default="default", help="backbone file or 'default'")
     p_demo.add_argument(
         "--wrap-only", action="store_true", help="quick: wrap a random MACE, no training"
     )
@@ -107,7 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from hip_head.finetune.demo import run_demo
 
-        return run_demo(args.out, max_steps=args.steps, seed=args.seed)
+        return run_demo(
+            args.out,
+            max_steps=args.steps,
+            seed=args.seed,
+            test_frames=args.test_frames,
+            backbone=args.backbone,
+        )
     if args.command == "data" and args.action == "label":
         from hip_head.finetune.labels import main_label
 

@@ -342,12 +342,17 @@ def test_ddp_two_cpu_processes_gloo(assets, tmp_path):
     args = _cli_args(assets, tmp_path / "ddp", 4)
     args += ["--set", "train.strategy=ddp", "--set", "train.devices=2"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "hip_head.cli", "finetune", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )  # fmt: skip
-    out = proc.stdout + proc.stderr
+    try:
+        out = proc.communicate(timeout=600)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too: nothing left running
+        pytest.fail(f"DDP run timed out: {proc.communicate()[0][-4000:]}")
     assert proc.returncode == 0, out[-4000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out, out[-4000:]
     assert "done: 4 steps" in out
@@ -377,3 +382,18 @@ def test_saved_hip_loads_without_training_extras(assets, tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(assets, tmp_path, capsys):
+    """`make demo`'s pipeline on the shipped dataset, shortened (3 steps, 3 test frames)."""
+    from hip_head.finetune.demo import run_demo
+
+    code = run_demo(tmp_path, max_steps=3, test_frames=3, backbone=str(assets["backbone"]))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Hessian MAE [eV/Å²]" in out and "MACE autograd" in out and "HIP head" in out
+    assert "hip_head.load(" in out
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert (run / "parity.png").stat().st_size > 10_000
+    assert (run / "hip_model.pt").is_file()
