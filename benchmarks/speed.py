@@ -1,18 +1,27 @@
 #!/usr/bin/env python
 """Speed benchmark: HIP's one-pass Hessian against the backbone's E+F and exact Hessians.
 
-For each molecule size the same backbone (a random ``ScaleShiftMACE`` from
-:func:`hip_head.adapters.mace.make_random_mace`) is timed, on the same machine in one run, as
+For each molecule size the same backbone (by default a random ``ScaleShiftMACE`` from
+:func:`hip_head.adapters.mace.make_random_mace`; ``--backbone`` picks another, see
+:data:`BACKBONES`) is timed, on the same machine in one run, as
 
 * ``ef``: energy + forces through hip-head's adapter, ``hip(graph, compute_hessian=False)``;
-* ``ef_native``: energy + forces of the bare MACE, ``adapter.native_energy_forces(graph)``;
+* ``ef_native``: energy + forces of the bare backbone, ``adapter.native_energy_forces(graph)``;
 * ``hip``: energy + forces + Hessian with the HIP head, ``hip(graph)`` (flat Hessian);
 * ``autograd``: energy + forces + exact Hessian by batched (vmap) VJPs,
   ``hip_head.wrap(backbone, hessian="autograd")(graph)``;
 * ``fd``: Hessian by central differences of the bare model's forces (6N E+F calls),
   :func:`hip_head.autograd.finite_difference_hessian`;
-* ``mace_hessian``: MACE's own ``model(data, compute_force=True, compute_hessian=True)`` on the
-  adapter's ``input_dict`` (torch's default dtype set to the model's, as MACE's calculator does).
+* ``mace_hessian`` (MACE only): MACE's own ``model(data, compute_force=True,
+  compute_hessian=True)`` on the adapter's ``input_dict`` (torch's default dtype set to the
+  model's, as MACE's calculator does).
+
+Other backbones (``--backbone schnet | visnet | uma | eqv2``) are random models of a realistic
+size (:data:`BACKBONES`, overridable with ``--channels``, ``--num-interactions``, ``--max-ell``)
+built with the shipped builders (torch-geometric's constructors, ``make_random_uma``,
+``make_random_equiformer_v2``); they run every method but ``mace_hessian`` and write
+``speed_cpu_<backbone>.{json,png}``. UMA needs fairchem-core 2.x (``.venv-fairchem``),
+EquiformerV2 fairchem-core 1.x (``.venv-eqv2``).
 
 Every call includes building the neighbour list / input dictionary, as a user pays for it.
 Each method is first called untimed at the same size, up to ``--warmup`` times (default 3: e3nn
@@ -76,11 +85,57 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: Methods in the order they run at each size.
+#: Methods in the order they run at each size (``mace_hessian`` for MACE only).
 METHODS: tuple[str, ...] = ("ef", "ef_native", "hip", "autograd", "fd", "mace_hessian")
+#: Per backbone: the random model's defaults of ``--channels``, ``--num-interactions`` and
+#: ``--max-ell``, its cutoff (Å), the package that provides it and how it is built.
+BACKBONES: dict[str, dict[str, Any]] = {
+    "mace": dict(
+        channels=64,
+        num_interactions=2,
+        max_ell=3,
+        cutoff=5.0,
+        package="mace-torch",
+        description="random ScaleShiftMACE (make_random_mace)",
+    ),
+    "schnet": dict(
+        channels=128,
+        num_interactions=6,
+        max_ell=0,
+        cutoff=5.0,
+        package="torch-geometric",
+        description="random torch_geometric SchNet (hidden = filters = channels, 50 Gaussians)",
+    ),
+    "visnet": dict(
+        channels=128,
+        num_interactions=6,
+        max_ell=1,
+        cutoff=5.0,
+        package="torch-geometric",
+        description="random torch_geometric ViSNet (8 heads, 32 RBFs, lmax = max_ell)",
+    ),
+    "uma": dict(
+        channels=128,
+        num_interactions=4,
+        max_ell=2,
+        cutoff=6.0,
+        package="fairchem-core",
+        description="random UMA-S-like eSCN-MD HydraModel (make_random_uma; sphere = hidden "
+        "channels, mmax 2, one dataset embedding, no mixture of experts)",
+    ),
+    "eqv2": dict(
+        channels=128,
+        num_interactions=8,
+        max_ell=4,
+        cutoff=6.0,
+        package="fairchem-core",
+        description="random EquiformerV2 31M-like HydraModel (make_random_equiformer_v2; "
+        "8 heads, mmax 2, 20 neighbours, gate activations)",
+    ),
+}
 LABELS = {
     "ef": "E+F (adapter)",
-    "ef_native": "E+F (bare MACE)",
+    "ef_native": "E+F (bare backbone)",
     "hip": "HIP E+F+H",
     "autograd": "autograd H (vmap)",
     "fd": "finite differences",
@@ -97,27 +152,39 @@ RATIOS = {
 COLUMNS = {
     "atoms": "number of atoms N of the molecule",
     "formula": "its formula (see 'molecules')",
-    "mace_edges": "directed edges within the backbone's r_max",
+    "mace_edges": "directed edges within the backbone's r_max (backbone_edges for other backbones)",
     "head_pairs": "ordered atom pairs within the head's hessian_cutoff",
     "ef_ms": "energy + forces through the adapter, hip(graph, compute_hessian=False), ms",
-    "ef_native_ms": "energy + forces of the bare MACE, adapter.native_energy_forces(graph), ms",
+    "ef_native_ms": "energy + forces of the bare backbone, adapter.native_energy_forces(graph), ms",
     "hip_ms": "energy + forces + Hessian with the HIP head, hip(graph), ms",
     "autograd_ms": "energy + forces + exact Hessian by batched VJPs "
     "(wrap(backbone, hessian='autograd')), ms",
-    "fd_ms": "Hessian by central differences of bare-MACE forces (6N E+F calls, step "
-    "--fd-step), ms",
-    "mace_hessian_ms": "MACE's own model(data, compute_force=True, compute_hessian=True), ms",
+    "fd_ms": "Hessian by central differences of the bare backbone's forces (6N E+F calls, "
+    "step --fd-step), ms",
+    "mace_hessian_ms": "MACE's own model(data, compute_force=True, compute_hessian=True), ms "
+    "(MACE only)",
     "*_peak_mb": "peak resident-set growth during the timed calls over the RSS right before "
     "them (CPU, fresh child process) or torch.cuda.max_memory_allocated growth (CUDA), MiB",
     "hip_over_ef": "hip_ms / ef_ms (target: <= 2)",
     "hip_over_ef_native": "hip_ms / ef_native_ms",
     "autograd_over_hip": "autograd_ms / hip_ms",
     "fd_over_hip": "fd_ms / hip_ms",
-    "mace_hessian_over_hip": "mace_hessian_ms / hip_ms (target: >= 100 at 30 atoms)",
+    "mace_hessian_over_hip": "mace_hessian_ms / hip_ms (target: >= 100 at 30 atoms; MACE only)",
     "skipped": "method -> why its columns are null",
     "raw": "method -> every timed call (ms), baseline RSS (MiB), repeats, memory method",
 }
 MIB = 2.0**20
+
+
+def methods_for(backbone: str) -> tuple[str, ...]:
+    """The methods run for ``backbone`` (MACE's own Hessian only for MACE)."""
+    return METHODS if backbone == "mace" else tuple(m for m in METHODS if m != "mace_hessian")
+
+
+def ratios_for(backbone: str) -> dict[str, tuple[str, str]]:
+    """The ratios reported for ``backbone`` (those of :func:`methods_for` only)."""
+    methods = methods_for(backbone)
+    return {k: v for k, v in RATIOS.items() if v[0] in methods and v[1] in methods}
 
 
 # ======================================================================================
@@ -260,6 +327,7 @@ class Settings:
     """Everything one benchmark run depends on (stored in the JSON as ``settings``)."""
 
     sizes: list[int]
+    backbone: str = "mace"
     dtype: str = "float32"
     device: str = "cpu"
     channels: int = 64
@@ -430,6 +498,104 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
+def build_backbone(settings: Settings) -> Any:
+    """The random backbone of ``settings.backbone`` (see :data:`BACKBONES`), in eval mode.
+
+    Args:
+        settings: the run's settings (backbone, dtype, channels, layers, max_ell, seed).
+
+    Returns:
+        The model, on CPU, in ``settings.dtype``.
+
+    Raises:
+        ValueError: an unknown backbone.
+    """
+    import torch
+
+    dtype = getattr(torch, settings.dtype)
+    cutoff = BACKBONES[settings.backbone]["cutoff"] if settings.backbone in BACKBONES else None
+    if settings.backbone == "mace":
+        from hip_head.adapters.mace import make_random_mace
+
+        return make_random_mace(
+            channels=settings.channels,
+            num_interactions=settings.num_interactions,
+            max_ell=settings.max_ell,
+            correlation=settings.correlation,
+            dtype=dtype,
+            seed=settings.seed,
+        )
+    if settings.backbone in ("schnet", "visnet"):
+        from torch_geometric.nn import models
+
+        torch.manual_seed(settings.seed)
+        if settings.backbone == "schnet":
+            model = models.SchNet(
+                hidden_channels=settings.channels,
+                num_filters=settings.channels,
+                num_interactions=settings.num_interactions,
+                num_gaussians=50,
+                cutoff=cutoff,
+                max_num_neighbors=128,  # hip-head's view keeps every pair; no truncation warning
+            )
+        else:
+            model = models.ViSNet(
+                lmax=settings.max_ell,
+                num_heads=8,
+                num_layers=settings.num_interactions,
+                hidden_channels=settings.channels,
+                num_rbf=32,
+                cutoff=cutoff,
+                max_num_neighbors=128,
+            )
+        return model.to(dtype).eval()
+    if settings.backbone == "uma":
+        from hip_head.adapters.uma import make_random_uma
+
+        return make_random_uma(
+            lmax=settings.max_ell,
+            mmax=min(2, settings.max_ell),
+            sphere_channels=settings.channels,
+            hidden_channels=settings.channels,
+            num_layers=settings.num_interactions,
+            cutoff=cutoff,
+            dtype=dtype,
+            seed=settings.seed,
+        )
+    if settings.backbone == "eqv2":
+        from hip_head.adapters.equiformer_v2 import make_random_equiformer_v2
+
+        return make_random_equiformer_v2(
+            lmax=settings.max_ell,
+            mmax=min(2, settings.max_ell),
+            sphere_channels=settings.channels,
+            hidden_channels=settings.channels,
+            num_layers=settings.num_interactions,
+            num_heads=8,
+            cutoff=cutoff,
+            dtype=dtype,
+            seed=settings.seed,
+        )
+    raise ValueError(f"unknown backbone {settings.backbone!r}; choose from {sorted(BACKBONES)}")
+
+
+def backbone_config(settings: dict[str, Any]) -> str:
+    """One line describing the run's random backbone, for the tables and the plot title."""
+    name = settings.get("backbone", "mace")
+    spec = BACKBONES[name]
+    if name == "mace":
+        return (
+            f"random ScaleShiftMACE, {settings['channels']} channels, "
+            f"{settings['num_interactions']} layers, max_ell {settings['max_ell']}, correlation "
+            f"{settings['correlation']}"
+        )
+    text = f"{spec['description']}, {settings['channels']} channels, "
+    text += f"{settings['num_interactions']} layers"
+    if name != "schnet":
+        text += f", lmax {settings['max_ell']}"
+    return text + f", cutoff {spec['cutoff']:g} Å"
+
+
 class _Models:
     """The backbone, its two wrappings and the molecules of one run (built once per process).
 
@@ -441,19 +607,11 @@ class _Models:
         import torch
 
         import hip_head
-        from hip_head.adapters.mace import make_random_mace
 
         self.settings = settings
         self.dtype = getattr(torch, settings.dtype)
         self.device = torch.device(settings.device)
-        self.backbone = make_random_mace(
-            channels=settings.channels,
-            num_interactions=settings.num_interactions,
-            max_ell=settings.max_ell,
-            correlation=settings.correlation,
-            dtype=self.dtype,
-            seed=settings.seed,
-        ).to(self.device)
+        self.backbone = build_backbone(settings).to(self.device)
         self.hip = hip_head.wrap(self.backbone)
         self.hip_autograd = hip_head.wrap(self.backbone, hessian="autograd")
         self.adapter = self.hip.adapter
@@ -466,6 +624,7 @@ class _Models:
         info: dict[str, Any] = {
             "torch_threads": torch.get_num_threads(),
             "backbone": type(self.backbone).__name__,
+            "adapter": type(self.adapter).__name__,
             "backbone_parameters": sum(p.numel() for p in self.backbone.parameters()),
             "head_parameters": sum(p.numel() for p in self.hip.readout.parameters()),
             "head": self.hip.readout.extra_repr(),
@@ -496,9 +655,10 @@ class _Models:
         edges, _ = radius_edges(graph, self.adapter.cutoff)
         pairs = build_pair_graph(graph, self.hip.readout.hessian_cutoff)
         distances = molecule.get_all_distances()[np.triu_indices(atoms, 1)]
+        edges_key = "mace_edges" if self.settings.backbone == "mace" else "backbone_edges"
         return {
             "formula": molecule.get_chemical_formula(),
-            "mace_edges": int(edges.shape[1]),
+            edges_key: int(edges.shape[1]),
             "head_pairs": int(pairs.index.shape[1]),
             "radius_of_gyration_A": round(float(np.sqrt((molecule.positions**2).sum(1).mean())), 3),
             "min_distance_A": round(float(distances.min()), 3),
@@ -790,7 +950,10 @@ def machine_info(settings: Settings) -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for package in ("torch", "e3nn", "mace-torch", "hip-head", "numpy"):
+    packages = ["torch", "e3nn", "mace-torch", "hip-head", "numpy"]
+    if settings.backbone != "mace":
+        packages.append(BACKBONES[settings.backbone]["package"])
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -837,6 +1000,7 @@ def run_benchmark(settings: Settings, out: Path | None = None) -> dict[str, Any]
         "benchmark": "hip-head speed: backbone E+F vs HIP E+F+H vs exact Hessians",
         "machine": machine_info(settings),
         "settings": asdict(settings),
+        "methods": list(methods_for(settings.backbone)),
         "molecules": "saturated acyclic H/C/N/O molecules from organic_molecule() in "
         "benchmarks/speed.py: diamond-lattice heavy atoms grown compactly (liquid-like "
         "density), ~1/8 O and ~1/8 N, deterministic (seed settings.seed)",
@@ -848,7 +1012,8 @@ def run_benchmark(settings: Settings, out: Path | None = None) -> dict[str, Any]
     try:
         results["machine"].update(runner.info)
         _log(
-            f"speed benchmark: {results['machine']['cpu']}, {settings.device}, {settings.dtype}, "
+            f"speed benchmark ({settings.backbone}): {results['machine']['cpu']}, "
+            f"{settings.device}, {settings.dtype}, "
             f"{runner.info['torch_threads']} threads, isolation {settings.isolation}"
         )
         last: dict[str, tuple[int, float, float | None]] = {}
@@ -856,7 +1021,7 @@ def run_benchmark(settings: Settings, out: Path | None = None) -> dict[str, Any]
             row: dict[str, Any] = {"atoms": atoms, **runner.describe(atoms)}
             skipped: dict[str, str] = {}
             raw: dict[str, Any] = {}
-            for method in METHODS:
+            for method in methods_for(settings.backbone):
                 reason = _skip_reason(method, atoms, settings, last)
                 result = None if reason else runner.measure(atoms, method)
                 if result is not None and not result["ok"]:
@@ -876,7 +1041,7 @@ def run_benchmark(settings: Settings, out: Path | None = None) -> dict[str, Any]
                     f"[{atoms:4d} atoms] {method:13s} {result['ms']:11.2f} ms   "
                     f"peak {_fmt(result['peak_mb'])} MiB"
                 )
-            for name, (num, den) in RATIOS.items():
+            for name, (num, den) in ratios_for(settings.backbone).items():
                 a, b = row[f"{num}_ms"], row[f"{den}_ms"]
                 row[name] = a / b if a is not None and b else None
             row["skipped"] = skipped
@@ -906,38 +1071,45 @@ def _fmt(value: float | None, ratio: bool = False) -> str:
 def markdown(results: dict[str, Any]) -> str:
     """Markdown tables (times, ratios, peak memory) for ``docs/benchmarks.md``."""
     machine, settings = results["machine"], results["settings"]
+    mace = settings.get("backbone", "mace") == "mace"
+    methods = results.get("methods", METHODS)
+    versions = machine["versions"]
+    if mace:
+        packages = f"mace-torch {versions['mace-torch']}"
+    else:
+        package = BACKBONES[settings["backbone"]]["package"]
+        packages = f"{package} {versions.get(package)}"
+    ratio_keys = ["hip_over_ef", "autograd_over_hip"] + (["mace_hessian_over_hip"] if mace else [])
     lines = [
         f"Machine: {machine['cpu']} ({machine.get('gpu', 'CPU')}), {machine['cpus_usable']} "
         f"usable cores, {machine['torch_threads']} torch threads; torch "
-        f"{machine['versions']['torch']}, e3nn {machine['versions']['e3nn']}, mace-torch "
-        f"{machine['versions']['mace-torch']}; {machine['date']}.",
-        f"Backbone: random ScaleShiftMACE, {settings['channels']} channels, "
-        f"{settings['num_interactions']} layers, max_ell {settings['max_ell']}, correlation "
-        f"{settings['correlation']}, {settings['dtype']} on {settings['device']}; HIP head "
-        f"defaults ({machine['head']}). Median of {settings['repeats']} calls after "
+        f"{versions['torch']}, e3nn {versions['e3nn']}, {packages}; {machine['date']}.",
+        f"Backbone: {backbone_config(settings)}, {settings['dtype']} on {settings['device']}; "
+        f"HIP head defaults ({machine['head']}). Median of {settings['repeats']} calls after "
         f"{settings['warmup']} warm-up calls (fewer where calls take over "
         f"{settings['repeat_budget']:g} s / {settings['warmup_budget']:g} s in all).",
         "",
         "| atoms | formula | E+F (ms) | bare E+F (ms) | HIP E+F+H (ms) | autograd H (ms) "
-        "| FD H (ms) | MACE H (ms) | HIP / E+F | autograd / HIP | MACE H / HIP |",
-        "|---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| FD H (ms) | "
+        + ("MACE H (ms) | " if mace else "")
+        + "HIP / E+F | autograd / HIP |"
+        + (" MACE H / HIP |" if mace else ""),
+        "|---:|:---|" + "---:|" * (len(methods) + len(ratio_keys)),
     ]
     for row in results["rows"]:
-        times = " | ".join(_fmt(row[f"{m}_ms"]) for m in METHODS)
-        ratios = " | ".join(
-            _fmt(row[k], ratio=True)
-            for k in ("hip_over_ef", "autograd_over_hip", "mace_hessian_over_hip")
-        )
+        times = " | ".join(_fmt(row[f"{m}_ms"]) for m in methods)
+        ratios = " | ".join(_fmt(row[k], ratio=True) for k in ratio_keys)
         lines.append(f"| {row['atoms']} | {row['formula']} | {times} | {ratios} |")
     lines += [
         "",
         "Peak memory above the loaded model (MiB):",
         "",
-        "| atoms | E+F | bare E+F | HIP E+F+H | autograd H | FD H | MACE H |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| atoms | E+F | bare E+F | HIP E+F+H | autograd H | FD H |"
+        + (" MACE H |" if mace else ""),
+        "|---:|" + "---:|" * len(methods),
     ]
     for row in results["rows"]:
-        peaks = " | ".join(_fmt(row[f"{m}_peak_mb"]) for m in METHODS)
+        peaks = " | ".join(_fmt(row[f"{m}_peak_mb"]) for m in methods)
         lines.append(f"| {row['atoms']} | {peaks} |")
     notes = sorted({f"{m}: {why}" for row in results["rows"] for m, why in row["skipped"].items()})
     if notes:
@@ -957,7 +1129,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     sizes = [row["atoms"] for row in results["rows"]]
     fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(12, 4.8))
     markers = dict(zip(METHODS, "os^vDx"))
-    for method in METHODS:
+    for method in results.get("methods", METHODS):
         for ax, suffix in ((ax_time, "ms"), (ax_mem, "peak_mb")):
             points = [
                 (row["atoms"], row[f"{method}_{suffix}"])
@@ -985,9 +1157,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     ax_time.legend(fontsize=8)
     where = machine.get("gpu") or machine["cpu"]
+    name = settings.get("backbone", "mace")
+    model = "MACE" if name == "mace" else {"eqv2": "EquiformerV2"}.get(name, name)
+    model = {"schnet": "SchNet", "visnet": "ViSNet", "uma": "UMA"}.get(model, model)
     fig.suptitle(
         f"hip-head speed: {where}, {settings['device']}, {settings['dtype']}, "
-        f"{machine['torch_threads']} threads; MACE {settings['channels']} ch × "
+        f"{machine['torch_threads']} threads; {model} {settings['channels']} ch × "
         f"{settings['num_interactions']} layers",
         fontsize=10,
     )
@@ -1018,10 +1193,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dtype", choices=("float32", "float64"), default="float32", help="model dtype"
     )
+    parser.add_argument(
+        "--backbone",
+        choices=tuple(BACKBONES),
+        default="mace",
+        help="random backbone to wrap (uma: fairchem-core 2.x, eqv2: fairchem-core 1.x)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--channels", type=int, default=64, help="MACE channels")
-    parser.add_argument("--num-interactions", type=int, default=2, help="MACE layers")
-    parser.add_argument("--max-ell", type=int, default=3, help="MACE spherical-harmonic l max")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="backbone channels (default per backbone: "
+        + ", ".join(f"{k} {v['channels']}" for k, v in BACKBONES.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--num-interactions",
+        type=int,
+        default=None,
+        help="backbone layers (default: "
+        + ", ".join(f"{k} {v['num_interactions']}" for k, v in BACKBONES.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--max-ell",
+        type=int,
+        default=None,
+        help="spherical-harmonic l max of the backbone "
+        "(MACE edges; ViSNet, UMA, EquiformerV2 node features; default: "
+        + ", ".join(f"{k} {v['max_ell']}" for k, v in BACKBONES.items() if k != "schnet")
+        + ")",
+    )
     parser.add_argument("--correlation", type=int, default=3, help="MACE body order")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls (median reported)")
     parser.add_argument(
@@ -1066,10 +1269,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=None,
-        help="JSON (default docs/benchmarks/speed_{cpu,cuda}.json)",
+        help="JSON (default docs/benchmarks/speed_{cpu,cuda}.json for MACE, "
+        "speed_{cpu,cuda}_<backbone>.json for the others)",
     )
     parser.add_argument(
-        "--plot", type=Path, default=None, help="PNG (default docs/benchmarks/speed_{cpu,cuda}.png)"
+        "--plot", type=Path, default=None, help="PNG (default: the JSON's name, .png)"
     )
     parser.add_argument("--zygote", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1091,8 +1295,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if args.isolation == "process" and not hasattr(os, "fork"):
             args.isolation = "none"
         kind = "cuda" if cuda else "cpu"
+        if args.backbone != "mace":
+            kind += f"_{args.backbone}"
         args.out = args.out or REPO / "docs" / "benchmarks" / f"speed_{kind}.json"
         args.plot = args.plot or REPO / "docs" / "benchmarks" / f"speed_{kind}.png"
+        defaults = BACKBONES[args.backbone]
+        for key in ("channels", "num_interactions", "max_ell"):
+            if getattr(args, key) is None:
+                setattr(args, key, defaults[key])
     return args
 
 
@@ -1103,6 +1313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _zygote_main()
     settings = Settings(
         sizes=list(args.sizes),
+        backbone=args.backbone,
         dtype=args.dtype,
         device=args.device,
         channels=args.channels,

@@ -75,6 +75,45 @@ def test_speed_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "| atoms | formula |" in printed and "| 5 | CH4 |" in printed
 
 
+@pytest.mark.pyg
+def test_speed_benchmark_smoke_schnet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch_geometric")
+    speed = _load_speed()
+    out, plot = tmp_path / "speed_schnet.json", tmp_path / "speed_schnet.png"
+    argv = ["--backbone", "schnet", "--sizes", "5", "--channels", "8", "--num-interactions", "2"]
+    argv += ["--repeats", "1", "--warmup", "1", "--threads", "1", "--isolation", "none"]
+    argv += ["--max-fd-atoms", "5", "--max-autograd-atoms", "5"]
+    argv += ["--out", str(out), "--plot", str(plot)]
+
+    assert speed.main(argv) == 0
+
+    data = json.loads(out.read_text())
+    assert data["settings"]["backbone"] == "schnet"
+    assert data["machine"]["adapter"] == "SchNetAdapter"
+    assert data["machine"]["versions"]["torch-geometric"]
+    assert data["methods"] == [m for m in METHODS if m != "mace_hessian"]
+    (row,) = data["rows"]
+    assert row["skipped"] == {} and row["backbone_edges"] > 0
+    assert "mace_hessian_ms" not in row and "mace_hessian_over_hip" not in row
+    for method in data["methods"]:
+        assert row[f"{method}_ms"] > 0, method
+    for ratio in ("hip_over_ef", "hip_over_ef_native", "autograd_over_hip", "fd_over_hip"):
+        assert row[ratio] > 0, ratio
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "SchNet" in printed and "MACE H" not in printed and "| 5 | CH4 |" in printed
+
+
+def test_default_outputs_are_named_per_backbone() -> None:
+    speed = _load_speed()
+    mace = speed.parse_args([])
+    assert mace.out.name == "speed_cpu.json" and mace.plot.name == "speed_cpu.png"
+    assert (mace.channels, mace.num_interactions, mace.max_ell) == (64, 2, 3)
+    uma = speed.parse_args(["--backbone", "uma", "--channels", "32"])
+    assert uma.out.name == "speed_cpu_uma.json" and uma.plot.name == "speed_cpu_uma.png"
+    assert (uma.channels, uma.num_interactions, uma.max_ell) == (32, 4, 2)
+
+
 def test_skipped_methods_are_null_with_a_reason() -> None:
     speed = _load_speed()
     settings = speed.Settings(sizes=[200], max_fd_atoms=60, max_autograd_atoms=None)
