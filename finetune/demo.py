@@ -117,8 +117,13 @@ def run_demo(
     ratio = evals[0].metrics["hessian_mae"] / evals[1].metrics["hessian_mae"]
     speed = evals[0].metrics["seconds_per_structure"] / evals[1].metrics["seconds_per_structure"]
     verdict = "meets" if ratio >= 3.0 else "does NOT meet"
-    print(f"\nHIP's Hessian MAE is {ratio:.1f}x lower than the backbone's autograd Hessian")
-    print(f"({verdict} the 3x target of issue 5),")
+    if ratio >= 1.0:
+        print(f"\nHIP's Hessian MAE is {ratio:.1f}x lower than the backbone's autograd Hessian")
+    else:
+        print(
+            f"\nHIP's Hessian MAE is {1 / ratio:.1f}x HIGHER than the backbone's autograd Hessian"
+        )
+    print(f"({verdict} the 3x target of issue 5; see docs/finetuning.md, 'The demo'),")
     print(f"and HIP is {speed:.1f}x faster per molecule (E + F + H, CPU, one at a time).")
     plot = plot_comparison(evals, run / "parity.png")
     print(f"plots: {plot}   model: {result.model_path}   logs: {run / 'logs'}")
