@@ -7,18 +7,18 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from hip_head.assets import asset_path
 from hip_head.finetune.data import AseDbDataset
-from hip_head.finetune.module import default_dataset_path
 from hip_head.vibrations import vibrational_analysis
 
 
 @pytest.fixture(scope="module")
 def dataset():
-    return AseDbDataset(default_dataset_path())
+    return AseDbDataset(asset_path("default_xtb.db"))
 
 
 def test_size_counts_and_elements(dataset):
-    path = default_dataset_path()
+    path = asset_path("default_xtb.db")
     assert path.stat().st_size <= 25e6
     assert 2500 <= len(dataset) <= 5000
     natoms = dataset.column("natoms")
