@@ -37,7 +37,7 @@ def test_subset(samples: list[Any], limit: int, seed: int = 0) -> list[Any]:
 
 def run_demo(
     out_dir: str | Path = "runs/demo",
-    max_steps: int = 1500,
+    max_steps: int = 3000,
     batch_size: int = 8,
     test_frames: int = 80,
     seed: int = 0,
