@@ -275,6 +275,13 @@ class _Checked:
                 f"skipping {self.source}: record {index}: {'; '.join(problems)}", stacklevel=3
             )
 
+    def __iter__(self) -> Iterator[HessianSample]:
+        """Good samples in order (bad ones skipped or raised per ``on_error``)."""
+        for i in range(len(self)):
+            sample = self[i]
+            if sample is not None:
+                yield sample
+
     def _check(self, sample: HessianSample, index: int | str) -> HessianSample | None:
         problems = validate_sample(sample, index, self.source)
         if problems:
@@ -543,13 +550,6 @@ class HormLMDBDataset(_Checked):
             return None
         return self._check(sample, index)
 
-    def __iter__(self) -> Iterator[HessianSample]:
-        """Good samples in order (bad ones skipped or raised per ``on_error``)."""
-        for i in range(len(self)):
-            sample = self[i]
-            if sample is not None:
-                yield sample
-
 
 def _normalize_index(index: int, length: int) -> int:
     index = int(index)
@@ -753,13 +753,6 @@ class AseDbDataset(_Checked):
             self._fail(index, [f"malformed row: {exc!r}"])
             return None
         return self._check(sample, index)
-
-    def __iter__(self) -> Iterator[HessianSample]:
-        """Good samples in order (bad ones skipped or raised per ``on_error``)."""
-        for i in range(len(self)):
-            sample = self[i]
-            if sample is not None:
-                yield sample
 
 
 def write_ase_db(

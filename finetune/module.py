@@ -273,7 +273,6 @@ class HIPLightningModule(pl.LightningModule):
         counts = graph.atoms_per_graph
         w = self.weights
         if self.config.train.target == "autograd":
-            need_ef = w.energy > 0 or w.forces > 0
             pred = self.model(graph, compute_forces=w.forces > 0, compute_hessian=False)
             parts: dict[str, torch.Tensor] = {}
             total = pred["energy"].new_zeros(())
@@ -285,7 +284,6 @@ class HIPLightningModule(pl.LightningModule):
             if w.forces > 0:
                 parts["forces"] = forces_loss(pred["forces"], labels["forces"], "mae")
                 total = total + w.forces * parts["forces"]
-            del need_ef
             rows_pred, rows_target = self._autograd_rows(graph, labels)
             diff = rows_pred - rows_target
             parts["hessian"] = diff.abs().mean() if w.hessian_kind == "mae" else diff.pow(2).mean()
