@@ -57,7 +57,9 @@ class ModelConfig:
         adapter: adapter name or ``"auto"`` (see :func:`hip_head.wrap`).
         adapter_options: keyword arguments of the adapter (e.g. ``{layers: [-2, -1]}``).
         head: keyword arguments of :class:`~hip_head.readout.HessianReadout` (``channels``,
-            ``hessian_cutoff`` Å, ``num_interactions``, ``diagonal`` ...).
+            ``hessian_cutoff`` Å, ``num_interactions``, ``diagonal``, ``hidden_irreps``,
+            ``block_scale`` ...); ``block_scale: auto`` takes the RMS of the training split's
+            Hessian entries, eV/Å².
         dtype: ``"float32"`` or ``"float64"``: the model is cast to it.
     """
 

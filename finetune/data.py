@@ -52,6 +52,7 @@ __all__ = [
     "HessianSample",
     "HormLMDBDataset",
     "collate_hessian",
+    "hessian_rms",
     "molecule_key",
     "read_extxyz",
     "sample_from_atoms",
@@ -925,6 +926,36 @@ def collate_hessian(
 
 
 # ---------------------------------------------------------------------------------- splitting
+def hessian_rms(dataset: Any, max_frames: int = 256, seed: int = 0) -> float:
+    """Root mean square of the Hessian label entries, eV/Å² (the head's ``block_scale: auto``).
+
+    Args:
+        dataset: indexable samples (``len`` and ``[i]`` giving :class:`HessianSample`).
+        max_frames: at most this many frames, drawn without replacement (seeded).
+        seed: seed of the draw.
+
+    Returns:
+        sqrt(mean over all entries of all drawn frames of H²).
+
+    Raises:
+        HessianDataError: no drawn frame has a Hessian.
+    """
+    n = len(dataset)
+    rng = np.random.default_rng(seed)
+    indices = rng.choice(n, size=min(n, max_frames), replace=False) if n else []
+    total, count = 0.0, 0
+    for i in indices:
+        hessian = dataset[int(i)].hessian
+        if hessian is not None:
+            total += float(np.square(hessian).sum())
+            count += hessian.size
+    if count == 0:
+        raise HessianDataError(
+            "training data", None, "no Hessian labels to take the RMS of (block_scale: auto)"
+        )
+    return float(np.sqrt(total / count))
+
+
 def molecule_key(sample: HessianSample) -> str:
     """``meta["molecule"]`` when set, else the Hill formula of the atomic numbers."""
     name = sample.meta.get("molecule")

@@ -263,9 +263,12 @@ class HIPLightningModule(pl.LightningModule):
         rows = rows.to(graph.positions.device)
 
         def energy_fn(positions: torch.Tensor) -> torch.Tensor:
-            return self.model.adapter(graph.with_positions(positions)).energy
+            return self.model.run_backbone(graph.with_positions(positions)).energy
 
-        pred = autograd_hessian_rows(energy_fn, graph.positions, rows, graph.ptr)
+        with torch.autocast(
+            graph.positions.device.type, enabled=False
+        ):  # backbone at full precision
+            pred = autograd_hessian_rows(energy_fn, graph.positions, rows, graph.ptr)
         target = flat_hessian_rows(labels["hessian"], counts, rows)
         return pred, target
 
@@ -296,8 +299,9 @@ class HIPLightningModule(pl.LightningModule):
             with torch.no_grad():
                 graph.validate()
                 self.model.adapter.check_elements(graph)
-                features = self.model.adapter(graph)
-            blocks = self.model.readout(features.node_feats.detach(), graph)
+                features = self.model.run_backbone(graph)
+            feats = features.node_feats.detach()
+            blocks = self.model.readout(feats, graph).to(feats.dtype)
             pred = {"energy": features.energy, "hessian": self.model._format(blocks, graph, "flat")}
             return weighted_loss(pred, labels, counts, w)
         pred = self.model(

@@ -72,10 +72,16 @@ def load_backbone(path: str) -> torch.nn.Module:
     return obj
 
 
-def build_model(config: FinetuneConfig) -> Any:
+def build_model(config: FinetuneConfig, datamodule: Any = None) -> Any:
     """The :class:`~hip_head.model.HIPModel` to train: ``model.init`` loaded, or
     ``model.backbone`` wrapped with a new head (seeded with ``train.seed``), in
-    ``model.dtype``."""
+    ``model.dtype``.
+
+    ``model.head.block_scale: auto`` sets the new head's output scale to the RMS of the
+    training split's Hessian entries (:func:`~hip_head.finetune.data.hessian_rms`, eV/Å²),
+    taken from ``datamodule`` (a :class:`~hip_head.finetune.module.HessianDataModule`; one is
+    built from ``config.data`` if None).
+    """
     import hip_head
 
     m = config.model
@@ -84,11 +90,24 @@ def build_model(config: FinetuneConfig) -> Any:
         if not os.path.isfile(m.init):
             raise ConfigError(f"model.init: no such file {m.init!r}")
         return hip_head.load(m.init).to(dtype)
+    head = dict(m.head)
+    if head.get("block_scale") == "auto":
+        head["block_scale"] = _train_hessian_rms(config, datamodule)
     backbone = load_backbone(m.backbone).to(dtype)  # type: ignore[arg-type]
     torch.manual_seed(config.train.seed)
-    return hip_head.wrap(
-        backbone, m.adapter, adapter_options=dict(m.adapter_options), **dict(m.head)
-    ).to(dtype)
+    return hip_head.wrap(backbone, m.adapter, adapter_options=dict(m.adapter_options), **head).to(
+        dtype
+    )
+
+
+def _train_hessian_rms(config: FinetuneConfig, datamodule: Any) -> float:
+    from hip_head.finetune.data import hessian_rms
+    from hip_head.finetune.module import HessianDataModule
+
+    if datamodule is None:
+        datamodule = HessianDataModule(config.data, dtype=_DTYPES[config.model.dtype])
+    datamodule.setup("fit")
+    return hessian_rms(datamodule.splits["train"], seed=config.train.seed)
 
 
 def _write_config(config: FinetuneConfig, path: Path) -> None:
@@ -136,9 +155,9 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Finet
             "choose another train.out_dir"
         )
     pl.seed_everything(t.seed, workers=True, verbose=False)
-    model = build_model(config)
-    module = HIPLightningModule(model, config)
     datamodule = HessianDataModule(config.data, dtype=_DTYPES[config.model.dtype])
+    model = build_model(config, datamodule)
+    module = HIPLightningModule(model, config)
     module._data_position = datamodule.position
 
     checkpoint = ModelCheckpoint(

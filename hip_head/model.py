@@ -20,6 +20,11 @@ FILE_FORMAT = "hip-head/1"
 HESSIAN_OUTPUTS = ("flat", "dense", "blocks")
 
 
+def _full_precision(graph: AtomicGraph) -> torch.autocast:
+    """Autocast switched off on the graph's device (the backbone and its derivatives)."""
+    return torch.autocast(graph.positions.device.type, enabled=False)
+
+
 class HIPModel(nn.Module):
     """Energy, forces and Hessian from a backbone MLIP with a HIP readout head.
 
@@ -55,6 +60,20 @@ class HIPModel(nn.Module):
         """Device of the head's parameters."""
         return next(self.readout.parameters()).device
 
+    def run_backbone(self, graph: AtomicGraph) -> Any:
+        """The adapter's output for ``graph``, always at full precision.
+
+        Mixed precision (``torch.autocast``, Lightning's ``bf16-mixed``) applies to the head
+        only: forces are derivatives of the energy and need the backbone in its own dtype (and
+        MACE's symmetric contraction rejects mixed dtypes under autocast).
+
+        Returns:
+            :class:`~hip_head.adapters.base.BackboneOutput`: energy [B] eV and node features
+            [N, node_irreps.dim].
+        """
+        with _full_precision(graph):
+            return self.adapter(graph)
+
     def forward(
         self,
         graph: AtomicGraph,
@@ -89,24 +108,26 @@ class HIPModel(nn.Module):
             and any(p.requires_grad for p in self.parameters())
         )
         with torch.enable_grad():
-            out = self.adapter(graph)
+            out = self.run_backbone(graph)
             result: dict[str, Any] = {"energy": out.energy}
             blocks = None
             if compute_hessian and self.hessian_method == "head":
-                blocks = self.readout(out.node_feats, graph)
+                blocks = self.readout(out.node_feats, graph).to(out.node_feats.dtype)
             if compute_forces:
-                (grad,) = torch.autograd.grad(
-                    out.energy.sum(),
-                    positions,
-                    create_graph=self.training,
-                    retain_graph=keep_graph,
-                )
+                with _full_precision(graph):  # backward ops would otherwise autocast too
+                    (grad,) = torch.autograd.grad(
+                        out.energy.sum(),
+                        positions,
+                        create_graph=self.training,
+                        retain_graph=keep_graph,
+                    )
                 result["forces"] = -grad
             if compute_hessian:
                 if blocks is not None:
                     result["hessian"] = self._format(blocks, graph, hessian_output)
                 else:
-                    result["hessian"] = self._autograd_hessian(graph, hessian_output)
+                    with _full_precision(graph):
+                        result["hessian"] = self._autograd_hessian(graph, hessian_output)
         if not keep_graph:
             result = {k: _detach(v) for k, v in result.items()}
         return result
@@ -123,7 +144,7 @@ class HIPModel(nn.Module):
         from hip_head.autograd import autograd_hessian
 
         def energy_fn(positions: torch.Tensor) -> torch.Tensor:
-            return self.adapter(graph.with_positions(positions)).energy
+            return self.run_backbone(graph.with_positions(positions)).energy
 
         flat = autograd_hessian(
             energy_fn, graph.positions, ptr=graph.ptr, create_graph=self.training

@@ -31,6 +31,9 @@ from hip_head.radial import BesselBasis, PolynomialEnvelope
 
 #: Irreps the hidden node features may hold (l <= 2, both parities).
 _HIDDEN_CANDIDATES = ("0e", "1o", "1e", "2e", "2o", "0o")
+#: Irreps of ``hidden_irreps="full"``: every l <= 2 irrep a symmetric Hessian block can use
+#: (0e, 2e) and the vectors and pseudo-vectors that build them.
+_FULL_HIDDEN = ("0e", "1o", "1e", "2e")
 
 
 @dataclass
@@ -47,6 +50,12 @@ class HessianBlocks:
     diagonal: torch.Tensor
     offdiagonal: torch.Tensor
     pairs: PairGraph
+
+    def to(self, dtype: torch.dtype) -> HessianBlocks:
+        """The same blocks in ``dtype`` (e.g. back to float32 after a bf16 autocast head)."""
+        if self.diagonal.dtype == dtype and self.offdiagonal.dtype == dtype:
+            return self
+        return HessianBlocks(self.diagonal.to(dtype), self.offdiagonal.to(dtype), self.pairs)
 
 
 def _channelwise_tensor_product(irreps1, irreps2, lmax: int, mode: str):
@@ -139,6 +148,14 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
         avg_num_pairs: typical number of partners per atom (normalises sums).
         diagonal: ``"learned"`` (H_aa from node and aggregated pair features) or
             ``"sum_rule"`` (H_aa = -sym(Σ_b H_ab), the translation-invariance sum rule).
+        hidden_irreps: ``"backbone"`` (the hidden features hold the l <= 2 irreps the backbone
+            provides, e.g. only ``0e + 1o`` for a MACE with ``32x0e+32x1o``) or ``"full"``
+            (``0e + 1o + 1e + 2e`` whatever the backbone provides; the head's interactions fill
+            the parts the backbone lacks, so it needs ``num_interactions >= 1``).
+        block_scale: eV/Å² per unit of the head's raw output: the blocks are the raw,
+            unit-scale e3nn outputs times this. Setting it to the labels' RMS (fine-tuning's
+            ``block_scale: auto``) starts training at the right magnitude (diagonal entries of
+            molecular Hessians are ~20 eV/Å²).
     """
 
     def __init__(
@@ -151,6 +168,8 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
         radial_hidden: int = 64,
         avg_num_pairs: float = 16.0,
         diagonal: str = "learned",
+        hidden_irreps: str = "backbone",
+        block_scale: float = 1.0,
     ) -> None:
         super().__init__()
         dtype = torch.get_default_dtype()
@@ -160,11 +179,18 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
             irreps_in = o3().Irreps(node_irreps).simplify()
             if not any(ir.l == 0 and ir.p == 1 for _, ir in irreps_in):
                 raise ValueError(f"node irreps {irreps_in} hold no 0e scalars; the head needs them")
+            if hidden_irreps not in ("backbone", "full"):
+                raise ValueError(
+                    f"hidden_irreps must be 'backbone' or 'full', got {hidden_irreps!r}"
+                )
             present = {str(ir) for _, ir in irreps_in if ir.l <= 2}
+            if hidden_irreps == "full":
+                present |= set(_FULL_HIDDEN)
             hidden = o3().Irreps([(channels, ir) for ir in _HIDDEN_CANDIDATES if ir in present])
             self.node_irreps = irreps_in
             self.hidden_irreps = hidden.sort().irreps.simplify()
             self.hessian_cutoff = float(hessian_cutoff)
+            self.block_scale = float(block_scale)
             self.diagonal_mode = diagonal
             self.norm = math.sqrt(avg_num_pairs)
             self.lmax = 2
@@ -257,7 +283,7 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
                 ],
                 dim=-1,
             )
-            m = irreps_to_cartesian(self.pair_out(x))  # [P, 3, 3], M_ab
+            m = self.block_scale * irreps_to_cartesian(self.pair_out(x))  # [P, 3, 3], M_ab
             offdiagonal = m + m[pairs.reverse].transpose(-1, -2)  # H_ab = M_ab + M_baᵀ
             aggregated = torch.zeros(num_atoms, x.shape[1], dtype=x.dtype, device=x.device)
             aggregated = aggregated.index_add(0, a, x) / self.norm
@@ -271,6 +297,8 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
                 row_sum = row_sum.index_add(0, pairs.index[0], offdiagonal)
             diagonal = -0.5 * (row_sum + row_sum.transpose(-1, -2))
         else:
-            n = irreps_to_cartesian(self.node_out(h) + self.node_pair_out(aggregated))
+            n = self.block_scale * irreps_to_cartesian(
+                self.node_out(h) + self.node_pair_out(aggregated)
+            )
             diagonal = n + n.transpose(-1, -2)  # H_aa = N_a + N_aᵀ
         return HessianBlocks(diagonal=diagonal, offdiagonal=offdiagonal, pairs=pairs)

@@ -117,3 +117,46 @@ def test_float32_to_float64_round_trip_stays_exactly_equivariant(small_molecules
     ):
         big_q = torch.kron(torch.eye(h.shape[0] // 3, dtype=torch.float64), q)
         assert (h_t - big_q @ h @ big_q.T).abs().max() < 1e-12 * h.abs().max()
+
+
+def test_full_hidden_irreps_add_missing_parities_and_stay_equivariant(small_molecules):
+    # a MACE-like backbone gives only 0e + 1o; "full" adds 1e and 2e hidden features that the
+    # head's interaction fills, and the head stays exactly O(3)-equivariant
+    irreps = "4x0e+4x1o"
+    full = HessianReadout(irreps, channels=4, num_interactions=1, hidden_irreps="full").double()
+    plain = HessianReadout(irreps, channels=4, num_interactions=1).double()
+    assert {str(ir) for _, ir in full.hidden_irreps} == {"0e", "1o", "1e", "2e"}
+    assert {str(ir) for _, ir in plain.hidden_irreps} == {"0e", "1o"}
+
+    def run(transform=None, shift=None):
+        graph = AtomicGraph.from_ase(small_molecules, dtype=torch.float64)
+        if transform is not None:
+            graph.positions = graph.positions @ transform.T + shift
+        feats = synthetic_features(graph)[:, :16]  # the 4x0e + 4x1o columns
+        blocks = full(feats, graph)
+        return split_flat(blocks_to_flat(blocks, graph), graph.atoms_per_graph)
+
+    q = -o3().rand_matrix(dtype=torch.float64)
+    shift = torch.tensor([0.3, 1.0, -0.7], dtype=torch.float64)
+    for h, h_t in zip(run(), run(q, shift)):
+        assert h.abs().max() > 1e-3
+        big_q = torch.kron(torch.eye(h.shape[0] // 3, dtype=torch.float64), q)
+        assert torch.allclose(h_t, big_q @ h @ big_q.T, rtol=0, atol=1e-12 * float(h.abs().max()))
+
+
+def test_bad_hidden_irreps_is_named():
+    with pytest.raises(ValueError, match="hidden_irreps"):
+        HessianReadout(IRREPS, hidden_irreps="everything")
+
+
+def test_block_scale_multiplies_every_block(small_molecules):
+    torch.manual_seed(0)
+    one = HessianReadout(IRREPS, channels=4).double()
+    three = HessianReadout(IRREPS, channels=4, block_scale=3.0).double()
+    three.load_state_dict(one.state_dict())
+    graph = AtomicGraph.from_ase(small_molecules, dtype=torch.float64)
+    feats = synthetic_features(graph)
+    a, b = one(feats, graph), three(feats, graph)
+    assert torch.allclose(b.diagonal, 3 * a.diagonal, rtol=1e-12, atol=0)
+    assert torch.allclose(b.offdiagonal, 3 * a.offdiagonal, rtol=1e-12, atol=0)
+    assert a.offdiagonal.abs().max() > 1e-3

@@ -332,3 +332,23 @@ def test_split_samples_default_key_formula():
     for s, idx in enumerate(splits):
         for i in idx:
             assert owner.setdefault(D.molecule_key(frames[i]), s) == s
+
+
+def test_hessian_rms_is_the_root_mean_square_of_the_drawn_labels():
+    from hip_head.finetune.data import HessianDataError, HessianSample, hessian_rms
+
+    rng = np.random.default_rng(0)
+    frames = [
+        HessianSample(
+            positions=rng.normal(size=(n, 3)),
+            numbers=np.ones(n, dtype=int),
+            hessian=rng.normal(scale=s, size=(3 * n) ** 2),
+        )
+        for n, s in [(2, 1.0), (3, 4.0), (4, 2.0)]
+    ]
+    every = np.concatenate([f.hessian for f in frames])
+    assert hessian_rms(frames) == pytest.approx(np.sqrt(np.mean(every**2)), rel=1e-12)
+    one = hessian_rms(frames, max_frames=1, seed=3)
+    assert any(one == pytest.approx(np.sqrt(np.mean(f.hessian**2))) for f in frames)
+    with pytest.raises(HessianDataError):
+        hessian_rms([HessianSample(positions=np.zeros((1, 3)), numbers=[1])])

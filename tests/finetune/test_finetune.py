@@ -16,6 +16,8 @@ import torch
 pytest.importorskip("lightning")
 pytest.importorskip("mace")
 
+import hip_head  # noqa: E402
+from hip_head import AtomicGraph  # noqa: E402
 from hip_head.finetune.config import ConfigError, FinetuneConfig, load_config  # noqa: E402
 from hip_head.finetune.module import (  # noqa: E402
     BatchTooLargeError,
@@ -183,6 +185,60 @@ def test_head_training_lowers_hessian_error(assets, tmp_path):
     losses = [float(row[col]) for row in metrics[1:] if row[col]]
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5]), losses
     assert result.metrics["val/hessian_mae"] < 0.8 * losses[0]
+
+
+def test_block_scale_auto_is_the_train_labels_rms(assets, tmp_path):
+    from hip_head.finetune.data import hessian_rms
+    from hip_head.finetune.module import HessianDataModule
+    from hip_head.finetune.train import build_model
+
+    config = tiny_config(assets, tmp_path / "scale", model={"head": {"block_scale": "auto"}})
+    data = HessianDataModule(config.data)
+    data.setup("fit")
+    rms = hessian_rms(data.splits["train"])
+    assert rms > 1.0  # Morse Hessians: entries of several eV/Å²
+    assert build_model(config).readout.block_scale == pytest.approx(rms, rel=1e-12)
+    fixed = tiny_config(assets, tmp_path / "fixed", model={"head": {"block_scale": 2.5}})
+    assert build_model(fixed).readout.block_scale == 2.5
+    assert build_model(tiny_config(assets, tmp_path / "plain")).readout.block_scale == 1.0
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_bf16_mixed_precision_trains_with_the_backbone_at_full_precision(assets, tmp_path, mode):
+    # MACE's symmetric contraction rejects mixed dtypes under autocast: the backbone must run
+    # outside it (HIPModel.run_backbone) while the head runs in bf16
+    from hip_head.finetune.train import run_finetune
+
+    config = tiny_config(
+        assets,
+        tmp_path / f"bf16_{mode}",
+        model={"dtype": "float32"},
+        train={"mode": mode, "precision": "bf16-mixed"},
+    )
+    result = run_finetune(config)
+    assert result.global_step == 6
+    assert np.isfinite(result.metrics["train/total"])
+    assert np.isfinite(result.metrics["val/hessian_mae"])
+
+
+def test_autocast_leaves_the_backbone_exact_and_returns_model_dtype(assets):
+    import ase
+
+    from hip_head.finetune.train import load_backbone
+
+    hip = hip_head.wrap(load_backbone(str(assets["backbone"])).float(), channels=4)
+    hip = hip.float().eval()
+    atoms = ase.Atoms("CH4", positions=np.random.default_rng(0).normal(0, 0.7, (5, 3)))
+    graph = AtomicGraph.from_ase([atoms], dtype=torch.float32)
+    plain = hip(graph)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = hip(graph)
+    assert torch.equal(mixed["energy"], plain["energy"])  # the backbone ran in float32
+    assert torch.equal(mixed["forces"], plain["forces"])
+    assert mixed["hessian"].dtype == torch.float32
+    scale = plain["hessian"].abs().max()
+    assert torch.allclose(mixed["hessian"], plain["hessian"], atol=0.05 * float(scale))
+    assert not torch.equal(mixed["hessian"], plain["hessian"])  # the head did run in bf16
 
 
 @pytest.mark.slow
