@@ -366,20 +366,26 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(assets, tmp_path):
 
     killed = _cli(_cli_args(assets, tmp_path / "killed", steps))
     ckpt = tmp_path / "killed/checkpoints/last.ckpt"
+    saved = tmp_path / "killed/hip_model.pt"
     deadline = time.time() + 300
-    step_at_kill = None
+    step_at_kill, seen = None, None
     while time.time() < deadline and killed.poll() is None:
-        if ckpt.exists():
-            step = torch.load(ckpt, weights_only=False)["global_step"]
-            if step >= 12:
+        mtime = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+        if mtime is not None and mtime != seen:
+            # freeze the run while its checkpoint is read, so it cannot finish meanwhile
+            killed.send_signal(signal.SIGSTOP)
+            seen = ckpt.stat().st_mtime_ns
+            step = torch.load(ckpt, weights_only=False)["global_step"]  # written atomically
+            if 12 <= step < steps and not saved.exists():
                 killed.send_signal(signal.SIGKILL)
                 step_at_kill = step
                 break
-        time.sleep(0.2)
+            killed.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
     killed.wait(timeout=60)
     assert killed.returncode == -signal.SIGKILL, killed.communicate()[0]
     assert step_at_kill is not None and step_at_kill < steps
-    assert not (tmp_path / "killed/hip_model.pt").exists()
+    assert not saved.exists()
 
     resumed = _cli([*_cli_args(assets, tmp_path / "killed", steps), "--resume"])
     out_resumed = resumed.communicate(timeout=600)[0]
