@@ -5,7 +5,7 @@ Two sub-commands::
     python benchmarks/finetune_gpu.py probe --out DIR [--device cuda] [--steps 80]
     python benchmarks/finetune_gpu.py train --out DIR --name NAME --steps N [--set k=v ...]
 
-``probe`` fine-tunes the shipped pretrained MACE with the demo's head settings for a few steps
+``probe`` fine-tunes the shipped pretrained MACE with the demo's settings for a few steps
 in each precision setting (fp32 with TF32 off, fp32 with TF32 on, bf16-mixed) and in ``full``
 mode, and writes ``probe.json``: milliseconds per optimizer step (median after warm-up), the
 last training loss, and the device. ``train`` runs one longer fine-tune with the demo's
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -26,29 +27,19 @@ from typing import Any
 
 import torch
 
-DEMO_HEAD = {"channels": 32, "num_interactions": 2}
-
 
 def demo_config(out_dir: Path, device: str, steps: int, overrides: list[str]) -> Any:
-    """The demo's fine-tuning configuration on ``device`` with ``steps`` steps."""
+    """The demo's fine-tuning configuration (:func:`hip_head.finetune.demo.demo_settings`) on
+    ``device`` with ``steps`` steps, validating and checkpointing twice, plus ``overrides``."""
     from hip_head.finetune.config import FinetuneConfig, apply_overrides
+    from hip_head.finetune.demo import demo_settings
 
-    base = {
-        "model": {"backbone": "default", "dtype": "float32", "head": dict(DEMO_HEAD)},
-        "data": {"train": ["default"], "batch_size": 8, "max_val_frames": 64},
-        "optim": {"lr": 3e-3, "warmup_steps": 50, "ema_decay": 0.995},
-        "train": {
-            "mode": "head",
-            "max_steps": steps,
-            "val_every_n_steps": max(1, steps // 2),
-            "checkpoint_every_n_steps": max(1, steps // 2),
-            "log_every_n_steps": 25,
-            "out_dir": str(out_dir),
-            "accelerator": "gpu" if device.startswith("cuda") else "cpu",
-            "devices": 1,
-            "seed": 0,
-            "progress_bar": False,
-        },
+    accelerator = "gpu" if device.startswith("cuda") else "cpu"
+    base = demo_settings(out_dir, steps, accelerator=accelerator)
+    base["train"] |= {
+        "val_every_n_steps": max(1, steps // 2),
+        "checkpoint_every_n_steps": max(1, steps // 2),
+        "progress_bar": False,
     }
     return FinetuneConfig.from_dict(apply_overrides(base, overrides))
 
@@ -87,7 +78,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -107,7 +98,7 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for i, (name, overrides) in enumerate(settings):
         timer = step_timer()
-        config = demo_config(args.out / f"probe{i}", args.device, args.steps, overrides)
+        config = demo_config(args.out / f"probe{i}", args.device, args.steps, args.set + overrides)
         t0 = time.perf_counter()
         row: dict[str, Any] = {"setting": name}
         try:
