@@ -925,7 +925,7 @@ def collate_hessian(
     return graph, labels
 
 
-# ---------------------------------------------------------------------------------- splitting
+# ---------------------------------------------------------------------------------- statistics
 def hessian_rms(dataset: Any, max_frames: int = 256, seed: int = 0) -> float:
     """Root mean square of the Hessian label entries, eV/Å² (the head's ``block_scale: auto``).
 
@@ -956,6 +956,7 @@ def hessian_rms(dataset: Any, max_frames: int = 256, seed: int = 0) -> float:
     return float(np.sqrt(total / count))
 
 
+# ---------------------------------------------------------------------------------- splitting
 def molecule_key(sample: HessianSample) -> str:
     """``meta["molecule"]`` when set, else the Hill formula of the atomic numbers."""
     name = sample.meta.get("molecule")

@@ -41,7 +41,7 @@ from hip_head.finetune.data import (
 from hip_head.finetune.losses import LossWeights, energy_loss, forces_loss, hessian_metrics
 from hip_head.finetune.losses import total_loss as weighted_loss
 from hip_head.graph import AtomicGraph
-from hip_head.model import HIPModel
+from hip_head.model import HIPModel, full_precision
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -265,9 +265,7 @@ class HIPLightningModule(pl.LightningModule):
         def energy_fn(positions: torch.Tensor) -> torch.Tensor:
             return self.model.run_backbone(graph.with_positions(positions)).energy
 
-        with torch.autocast(
-            graph.positions.device.type, enabled=False
-        ):  # backbone at full precision
+        with full_precision(graph):
             pred = autograd_hessian_rows(energy_fn, graph.positions, rows, graph.ptr)
         target = flat_hessian_rows(labels["hessian"], counts, rows)
         return pred, target

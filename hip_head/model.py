@@ -20,8 +20,9 @@ FILE_FORMAT = "hip-head/1"
 HESSIAN_OUTPUTS = ("flat", "dense", "blocks")
 
 
-def _full_precision(graph: AtomicGraph) -> torch.autocast:
-    """Autocast switched off on the graph's device (the backbone and its derivatives)."""
+def full_precision(graph: AtomicGraph) -> torch.autocast:
+    """Autocast switched off on the graph's device: where the backbone, its forces and its
+    autograd Hessian run (mixed precision applies to the head only)."""
     return torch.autocast(graph.positions.device.type, enabled=False)
 
 
@@ -71,7 +72,7 @@ class HIPModel(nn.Module):
             :class:`~hip_head.adapters.base.BackboneOutput`: energy [B] eV and node features
             [N, node_irreps.dim].
         """
-        with _full_precision(graph):
+        with full_precision(graph):
             return self.adapter(graph)
 
     def forward(
@@ -114,7 +115,7 @@ class HIPModel(nn.Module):
             if compute_hessian and self.hessian_method == "head":
                 blocks = self.readout(out.node_feats, graph).to(out.node_feats.dtype)
             if compute_forces:
-                with _full_precision(graph):  # backward ops would otherwise autocast too
+                with full_precision(graph):  # backward ops would otherwise autocast too
                     (grad,) = torch.autograd.grad(
                         out.energy.sum(),
                         positions,
@@ -126,7 +127,7 @@ class HIPModel(nn.Module):
                 if blocks is not None:
                     result["hessian"] = self._format(blocks, graph, hessian_output)
                 else:
-                    with _full_precision(graph):
+                    with full_precision(graph):
                         result["hessian"] = self._autograd_hessian(graph, hessian_output)
         if not keep_graph:
             result = {k: _detach(v) for k, v in result.items()}

@@ -158,6 +158,9 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
             molecular Hessians are ~20 eV/Å²).
     """
 
+    #: Class default, so heads pickled before ``block_scale`` existed still load and run.
+    block_scale: float = 1.0
+
     def __init__(
         self,
         node_irreps,

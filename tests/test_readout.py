@@ -160,3 +160,15 @@ def test_block_scale_multiplies_every_block(small_molecules):
     assert torch.allclose(b.diagonal, 3 * a.diagonal, rtol=1e-12, atol=0)
     assert torch.allclose(b.offdiagonal, 3 * a.offdiagonal, rtol=1e-12, atol=0)
     assert a.offdiagonal.abs().max() > 1e-3
+
+
+def test_head_pickled_before_block_scale_existed_still_runs(small_molecules):
+    # such a head has no block_scale in its __dict__: the class default (1.0) applies
+    head = HessianReadout(IRREPS, channels=4).double()
+    graph = AtomicGraph.from_ase(small_molecules, dtype=torch.float64)
+    feats = synthetic_features(graph)
+    before = head(feats, graph)
+    del head.__dict__["block_scale"]
+    after = head(feats, graph)
+    assert torch.equal(after.diagonal, before.diagonal)
+    assert torch.equal(after.offdiagonal, before.offdiagonal)
