@@ -76,9 +76,10 @@ class DataConfig:
     """Where the labelled structures come from and how they are batched.
 
     Attributes:
-        train: training files (``.db`` ASE database, ``.lmdb`` HORM, ``.xyz``/``.extxyz``) or
-            ``"default"`` (the shipped xTB dataset). Files whose rows carry a ``split`` column
-            (the default dataset) contribute only their ``train`` rows here.
+        train: training files (``.db`` ASE database, ``.lmdb`` HORM, ``.xyz``/``.extxyz``),
+            ``"default"`` (the shipped xTB dataset) or ``"extra"`` (the shipped extra set:
+            472 more molecules, train rows only). Files whose rows carry a ``split`` column
+            (the shipped ones) contribute only their ``train`` rows here.
         val: validation files; empty: rows with ``split == "val"`` of the training files, or,
             when there are none, ``val_fraction`` of the training molecules (split by
             molecule, never by frame).

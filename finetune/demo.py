@@ -2,7 +2,8 @@
 
 1. Fine-tune a HIP head on the frozen pretrained ScaleShiftMACE
    (``hip_head/assets/mace_pretrained.model``) with the train split of the shipped GFN2-xTB
-   dataset (``hip_head/assets/default_xtb.db``).
+   dataset (``hip_head/assets/default_xtb.db``) plus the extra Hessian set of 472 molecules
+   the backbone never saw (``hip_head/assets/extra_xtb.db``): the chemist's own Hessian data.
 2. Evaluate on its test split (molecules never seen in training): the HIP head's Hessian and
    the backbone's own exact autograd Hessian, both against the xTB labels.
 3. Print the comparison table, write parity/frequency plots, save the HIP, print how to use it.
@@ -47,7 +48,9 @@ def demo_settings(
 
     Head mode on the frozen backbone; a 32-channel, 2-layer head (0.56 vs 0.62 eV/Å² test
     Hessian MAE for the default head at 1200 steps); peak lr 3e-2 (0.461 vs 0.765 eV/Å² on 40
-    test frames for 3e-3 at 800 steps; 1e-1 is worse). See docs/finetuning.md, "The demo".
+    test frames for 3e-3 at 800 steps; 1e-1 is worse); train rows of the default dataset plus
+    the extra set (validation MAE 0.32 instead of 0.45 at 3000 steps). See
+    docs/finetuning.md, "The demo".
     """
     return {
         "model": {
@@ -55,7 +58,7 @@ def demo_settings(
             "dtype": "float32",
             "head": {"channels": 32, "num_interactions": 2},
         },
-        "data": {"train": ["default"], "batch_size": batch_size, "max_val_frames": 64},
+        "data": {"train": ["default", "extra"], "batch_size": batch_size, "max_val_frames": 64},
         "optim": {"lr": 3e-2, "warmup_steps": 50, "ema_decay": 0.995},
         "train": {
             "mode": "head",
@@ -103,7 +106,10 @@ def run_demo(
     run = Path(out_dir) / time.strftime("%Y%m%d-%H%M%S")
     db = default_dataset_path()
     print(f"hip-head {hip_head.__version__} demo: fine-tune the shipped pretrained MACE into a HIP")
-    print(f"data: {db.name} (GFN2-xTB; train/val/test split by molecule); run dir: {run}")
+    print(
+        f"data: {db.name} (GFN2-xTB; train/val/test split by molecule) + extra_xtb.db "
+        f"(train only, molecules the backbone never saw); run dir: {run}"
+    )
     config = FinetuneConfig.from_dict(
         demo_settings(run, max_steps, batch_size=batch_size, seed=seed, backbone=backbone)
     )

@@ -71,6 +71,10 @@ def default_dataset_path() -> Path:
     return asset_path("default_xtb.db")
 
 
+#: Names that :func:`open_source` resolves to shipped datasets (``hip_head/assets``).
+SHIPPED_DATASETS = {"default": "default_xtb.db", "extra": "extra_xtb.db"}
+
+
 # ---------------------------------------------------------------------------------- checkpoints
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O that never leaves a half-written file.
@@ -407,7 +411,11 @@ class HIPLightningModule(pl.LightningModule):
 
 # ---------------------------------------------------------------------------------- data
 def open_source(path: str, data: DataConfig) -> Any:
-    """A reader for one data file (``"default"``: the shipped dataset).
+    """A reader for one data file, or a shipped dataset by name (:data:`SHIPPED_DATASETS`).
+
+    ``"default"`` is the default GFN2-xTB dataset (train/val/test splits); ``"extra"`` is the
+    extra fine-tuning set of molecules the shipped backbone never saw (train rows only,
+    ``scripts/make_extra_dataset.py``).
 
     Returns:
         An :class:`AseDbDataset`, :class:`HormLMDBDataset` or a list of samples (extxyz).
@@ -415,8 +423,10 @@ def open_source(path: str, data: DataConfig) -> Any:
     Raises:
         ValueError: an unknown file type.
     """
-    if path == "default":
-        path = os.fspath(default_dataset_path())
+    if path in SHIPPED_DATASETS:
+        from hip_head.assets import asset_path
+
+        path = os.fspath(asset_path(SHIPPED_DATASETS[path]))
     lower = path.lower()
     if lower.endswith(".db"):
         return AseDbDataset(path, on_error=data.on_error)

@@ -219,62 +219,70 @@ def _init_worker() -> None:
     limit_threads()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .db file")
-    parser.add_argument("--work", type=Path, default=Path("build/default_dataset"))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=None, help="first N molecules only")
-    args = parser.parse_args(argv)
+def build_cached(
+    jobs: dict[int, tuple[Any, ...]],
+    build: Any,
+    work: Path,
+    workers: int,
+    describe: Any = lambda r: "",
+    stems: dict[int, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``build(i, *jobs[i])`` for every job not yet cached under ``work``.
 
-    from hip_head.finetune.data import split_by_molecule, write_ase_db
+    Each result is pickled to ``work/NNN.pkl`` atomically as soon as it is ready, so an
+    interrupted run resumes where it stopped; a job that raises is reported and skipped.
 
-    molecules = MOLECULES[: args.limit]
-    args.work.mkdir(parents=True, exist_ok=True)
-    cache = {i: args.work / f"{i:03d}_{name}.pkl" for i, (name, _) in enumerate(molecules)}
+    Args:
+        jobs: job index -> positional arguments of ``build`` after the index.
+        build: a picklable function returning a dict with ``"name"``, ``"samples"`` and
+            ``"seconds"``.
+        work: cache directory.
+        workers: worker processes (<= 1: in this process).
+        describe: extra text for the progress line of a result.
+        stems: cache file name (no suffix) per job; default ``NNN``.
+
+    Returns:
+        The cached results of all jobs that succeeded, in job order.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    cache = {i: work / f"{(stems or {}).get(i, f'{i:03d}')}.pkl" for i in jobs}
     todo = [i for i in cache if not cache[i].exists()]
     t0 = time.perf_counter()
-    print(f"{len(molecules) - len(todo)} molecules cached, {len(todo)} to build", flush=True)
+    print(f"{len(jobs) - len(todo)} molecules cached, {len(todo)} to build", flush=True)
 
     def store(i: int, result: dict[str, Any]) -> None:
         tmp = cache[i].with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(result))
         os.replace(tmp, cache[i])  # atomic: a crash never leaves a half-written cache file
         print(
-            f"[{time.perf_counter() - t0:7.0f} s] {result['name']}: {len(result['samples'])} "
-            f"frames, saddles {['%.0fi' % -c for c in result['saddles']]}, "
-            f"{result['seconds']:.0f} s",
+            f"[{time.perf_counter() - t0:7.0f} s] {i:3d} {result['name']}: "
+            f"{len(result['samples'])} frames{describe(result)}, {result['seconds']:.0f} s",
             flush=True,
         )
 
-    if args.workers <= 1:
+    if workers <= 1:
         for i in todo:
-            store(i, build_molecule(i, *molecules[i]))
+            store(i, build(i, *jobs[i]))
     else:
         context = multiprocessing.get_context("forkserver")
-        with cf.ProcessPoolExecutor(args.workers, context, initializer=_init_worker) as pool:
-            futures = {pool.submit(build_molecule, i, *molecules[i]): i for i in todo}
+        with cf.ProcessPoolExecutor(workers, context, initializer=_init_worker) as pool:
+            futures = {pool.submit(build, i, *jobs[i]): i for i in todo}
             for fut in cf.as_completed(futures):
                 i = futures[fut]
                 try:
                     store(i, fut.result())
                 except Exception as exc:  # noqa: BLE001 - report and go on with the others
-                    print(f"{molecules[i][0]} failed: {exc!r}", file=sys.stderr, flush=True)
+                    print(f"{jobs[i][0]} failed: {exc!r}", file=sys.stderr, flush=True)
+    return [pickle.loads(cache[i].read_bytes()) for i in sorted(cache) if cache[i].exists()]
 
-    results = [pickle.loads(cache[i].read_bytes()) for i in sorted(cache) if cache[i].exists()]
-    samples = [s for r in results for s in r["samples"]]
-    keys = [s.meta["molecule"] for s in samples]
-    split_of: dict[int, str] = {}
-    for name, indices in zip(
-        SPLIT_NAMES, split_by_molecule(keys, SPLIT_FRACTIONS, seed=SEED), strict=True
-    ):
-        for i in indices:
-            split_of[i] = name
-    for i, sample in enumerate(samples):
-        sample.meta["split"] = split_of[i]
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
+def write_db(samples: list[Any], out: Path) -> None:
+    """Write labelled samples (``meta`` with split/molecule/kind) to ``out`` atomically,
+    Hessians as float32."""
+    from hip_head.finetune.data import write_ase_db
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
     tmp.unlink(missing_ok=True)
     write_ase_db(
         samples,
@@ -286,7 +294,40 @@ def main(argv: list[str] | None = None) -> int:
             "kind": s.meta["kind"],
         },
     )
-    os.replace(tmp, args.out)
+    os.replace(tmp, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .db file")
+    parser.add_argument("--work", type=Path, default=Path("build/default_dataset"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="first N molecules only")
+    args = parser.parse_args(argv)
+
+    from hip_head.finetune.data import split_by_molecule
+
+    molecules = MOLECULES[: args.limit]
+    results = build_cached(
+        dict(enumerate(molecules)),
+        build_molecule,
+        args.work,
+        args.workers,
+        describe=lambda r: f", saddles {['%.0fi' % -c for c in r['saddles']]}",
+        stems={i: f"{i:03d}_{name}" for i, (name, _) in enumerate(molecules)},
+    )
+    samples = [s for r in results for s in r["samples"]]
+    keys = [s.meta["molecule"] for s in samples]
+    split_of: dict[int, str] = {}
+    for name, indices in zip(
+        SPLIT_NAMES, split_by_molecule(keys, SPLIT_FRACTIONS, seed=SEED), strict=True
+    ):
+        for i in indices:
+            split_of[i] = name
+    for i, sample in enumerate(samples):
+        sample.meta["split"] = split_of[i]
+
+    write_db(samples, args.out)
     summary = {
         "frames": len(samples),
         "molecules": len(results),

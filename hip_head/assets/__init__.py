@@ -2,6 +2,8 @@
 
 - ``default_xtb.db``: the default GFN2-xTB Hessian dataset (``scripts/make_default_dataset.py``,
   see ``docs/data.md``).
+- ``extra_xtb.db``: extra GFN2-xTB Hessians of molecules the default dataset and the
+  backbone never saw, all ``split = "train"`` (``scripts/make_extra_dataset.py``).
 - ``mace_pretrained.model``: a small ScaleShiftMACE pretrained on its train split
   (``scripts/pretrain_mace.py``, see ``docs/pretrained.md``).
 """
@@ -31,6 +33,7 @@ def asset_path(name: str) -> Path:
     if not path.is_file():
         makers = {
             "default_xtb.db": "scripts/make_default_dataset.py",
+            "extra_xtb.db": "scripts/make_extra_dataset.py",
             "mace_pretrained.model": "scripts/pretrain_mace.py",
         }
         hint = f"; regenerate it with `python {makers[name]}`" if name in makers else ""
