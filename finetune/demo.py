@@ -96,7 +96,12 @@ def run_demo(
 
     import hip_head
     from hip_head.finetune.config import FinetuneConfig
-    from hip_head.finetune.evaluate import evaluate_hessians, format_table, plot_comparison
+    from hip_head.finetune.evaluate import (
+        evaluate_hessians,
+        format_breakdown,
+        format_table,
+        plot_comparison,
+    )
     from hip_head.finetune.module import default_dataset_path, open_source
     from hip_head.finetune.train import load_backbone, run_finetune
 
@@ -146,6 +151,8 @@ def run_demo(
         )
     print(f"({verdict} the 3x target of issue 5; see docs/finetuning.md, 'The demo'),")
     print(f"and HIP is {speed:.1f}x faster per molecule (E + F + H, CPU, one at a time).")
+    print("\nHessian MAE [eV/Å²] per test molecule and kind (share of the model's mean):")
+    print(format_breakdown(evals, [f"{s.meta['molecule']} {s.meta['kind']}" for s in subset]))
     plot = plot_comparison(evals, run / "parity.png")
     print(f"plots: {plot}   model: {result.model_path}   logs: {run / 'logs'}")
     print("\nuse it:")

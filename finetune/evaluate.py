@@ -21,7 +21,14 @@ from hip_head.finetune.data import HessianSample, collate_hessian
 from hip_head.finetune.losses import hessian_metrics
 from hip_head.vibrations import vibrational_analysis
 
-__all__ = ["Evaluation", "evaluate_hessians", "format_table", "plot_comparison"]
+__all__ = [
+    "Evaluation",
+    "evaluate_hessians",
+    "format_breakdown",
+    "format_table",
+    "group_hessian_mae",
+    "plot_comparison",
+]
 
 
 @dataclass
@@ -129,6 +136,42 @@ def format_table(evaluations: Sequence[Evaluation]) -> str:
             value = e.metrics.get(key, float("nan"))
             cells.append(f"{value * 1e3:.1f}" if fmt == "ms" else fmt.format(value))
         lines.append(f"{label:<38}" + "".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(lines)
+
+
+def group_hessian_mae(
+    evaluation: Evaluation, groups: Sequence[str]
+) -> dict[str, tuple[int, float, float]]:
+    """Hessian MAE per group of structures (e.g. per molecule and kind).
+
+    Args:
+        evaluation: a result of :func:`evaluate_hessians` on S structures.
+        groups: S group labels, one per structure, in the same order.
+
+    Returns:
+        ``{group: (structures, mean per-structure MAE eV/Å², share of the overall mean)}``;
+        the shares add up to 1, so they say which groups dominate ``metrics["hessian_mae"]``.
+    """
+    if len(groups) != len(evaluation.predicted):
+        raise ValueError(f"{len(groups)} group labels for {len(evaluation.predicted)} structures")
+    per = [float(np.abs(p - t).mean()) for p, t in zip(evaluation.predicted, evaluation.labels)]
+    total = sum(per) or 1.0
+    out: dict[str, list[float]] = {}
+    for group, mae in zip(groups, per, strict=True):
+        out.setdefault(group, []).append(mae)
+    return {g: (len(v), float(np.mean(v)), sum(v) / total) for g, v in sorted(out.items())}
+
+
+def format_breakdown(evaluations: Sequence[Evaluation], groups: Sequence[str]) -> str:
+    """A text table of :func:`group_hessian_mae`: per group, the count and each model's MAE
+    (eV/Å²) with its share of that model's overall MAE in parentheses."""
+    tables = [group_hessian_mae(e, groups) for e in evaluations]
+    width = max(20, *(len(e.name) + 4 for e in evaluations))
+    name_w = max(12, *(len(g) + 2 for g in tables[0]))
+    lines = [f"{'group':<{name_w}}{'n':>4}" + "".join(f"{e.name:>{width}}" for e in evaluations)]
+    for group, (count, _, _) in tables[0].items():
+        cells = [f"{t[group][1]:.3f} ({100 * t[group][2]:.0f} %)" for t in tables]
+        lines.append(f"{group:<{name_w}}{count:>4}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
 
 

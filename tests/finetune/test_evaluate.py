@@ -1,0 +1,36 @@
+"""Per-group error breakdown of an evaluation (what the demo prints under its table)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hip_head.finetune.evaluate import Evaluation, format_breakdown, group_hessian_mae
+
+
+def _evaluation(name: str, errors: list[float]) -> Evaluation:
+    labels = [np.eye(3) * (k + 1) for k in range(len(errors))]
+    predicted = [lab + e for lab, e in zip(labels, errors, strict=True)]  # every entry off by e
+    return Evaluation(name, {"hessian_mae": float(np.mean(errors))}, predicted, labels)
+
+
+def test_group_means_and_shares():
+    ev = _evaluation("m", [1.0, 3.0, 4.0, 0.0])
+    table = group_hessian_mae(ev, ["a", "b", "a", "b"])
+    assert table["a"][0] == 2 and table["a"][1] == pytest.approx(2.5)
+    assert table["b"][1] == pytest.approx(1.5)
+    assert table["a"][2] == pytest.approx(5 / 8) and table["b"][2] == pytest.approx(3 / 8)
+    # shares times the overall mean give back each group's part of it
+    parts = sum(n * mae for n, mae, _ in table.values()) / 4
+    assert parts == pytest.approx(ev.metrics["hessian_mae"])
+
+
+def test_breakdown_table_and_bad_labels():
+    evs = [_evaluation("autograd", [2.0, 2.0]), _evaluation("HIP", [1.0, 3.0])]
+    text = format_breakdown(evs, ["x", "y"])
+    lines = text.splitlines()
+    assert "autograd" in lines[0] and "HIP" in lines[0]
+    assert lines[1].split()[:2] == ["x", "1"] and "1.000 (25 %)" in lines[1]
+    assert "3.000 (75 %)" in lines[2] and "2.000 (50 %)" in lines[2]
+    with pytest.raises(ValueError, match="3 group labels for 2"):
+        group_hessian_mae(evs[0], ["x", "y", "z"])
