@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="fine-tune the shipped MACE into a HIP and compare")
-    p_demo.add_argument("--steps", type=int, default=3000, help="fine-tuning steps")
+    p_demo.add_argument("--steps", type=int, default=5000, help="fine-tuning steps")
     p_demo.add_argument("--out", default="runs/demo", help="parent of the run directory")
     p_demo.add_argument("--seed", type=int, default=0)
     p_demo.add_argument("--test-frames", type=int, default=80, help="test frames evaluated")
