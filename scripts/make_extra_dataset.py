@@ -103,18 +103,18 @@ def build_molecule(index: int, smiles: str) -> dict[str, Any]:
         FRAMES_PER_TEMPERATURE,
         seed=SEED + 1000 * index + 1,
     )
-    samples = [min_label]
-    kinds = ["minimum"]
+    labelled = [(minimum, min_label)]
     for frame in frames:
         try:
-            samples.append(label_xtb(frame))
-            kinds.append(frame.info["kind"])
+            labelled.append((frame, label_xtb(frame)))
         except Exception as exc:  # noqa: BLE001 - an SCF failure drops that frame only
             print(f"{smiles}: frame dropped ({exc})", file=sys.stderr, flush=True)
-    for sample, kind, frame in zip(samples, kinds, [minimum, *frames], strict=False):
-        sample.meta.update(molecule=smiles, smiles=smiles, kind=kind, split="train")
+    samples = []
+    for frame, sample in labelled:  # each label with its own frame, also after a drop
+        sample.meta.update(molecule=smiles, smiles=smiles, kind=frame.info["kind"], split="train")
         if "temperature_K" in frame.info:
             sample.meta["temperature_K"] = float(frame.info["temperature_K"])
+        samples.append(sample)
     return {
         "name": smiles,
         "smiles": smiles,
