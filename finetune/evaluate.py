@@ -45,6 +45,8 @@ class Evaluation:
         labels: per structure (3N, 3N) label Hessians, eV/Å².
         frequencies: per structure ``(predicted, label)`` Eckart wavenumbers, cm⁻¹
             (imaginary as negative).
+        per_structure: each metric per structure, in sample order (``metrics`` holds their
+            means).
     """
 
     name: str
@@ -52,6 +54,7 @@ class Evaluation:
     predicted: list[np.ndarray] = field(default_factory=list, repr=False)
     labels: list[np.ndarray] = field(default_factory=list, repr=False)
     frequencies: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+    per_structure: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
 
 def evaluate_hessians(
@@ -111,7 +114,7 @@ def evaluate_hessians(
     metrics = {k: float(np.nanmean(v)) for k, v in per.items()}
     metrics["seconds_per_structure"] = seconds / max(1, len(samples))
     metrics["num_structures"] = float(len(samples))
-    return Evaluation(name, metrics, predicted, labels, freqs)
+    return Evaluation(name, metrics, predicted, labels, freqs, per_structure=per)
 
 
 _ROWS = (
@@ -152,9 +155,9 @@ def group_hessian_mae(
         ``{group: (structures, mean per-structure MAE eV/Å², share of the overall mean)}``;
         the shares add up to 1, so they say which groups dominate ``metrics["hessian_mae"]``.
     """
-    if len(groups) != len(evaluation.predicted):
-        raise ValueError(f"{len(groups)} group labels for {len(evaluation.predicted)} structures")
-    per = [float(np.abs(p - t).mean()) for p, t in zip(evaluation.predicted, evaluation.labels)]
+    per = evaluation.per_structure["hessian_mae"]
+    if len(groups) != len(per):
+        raise ValueError(f"{len(groups)} group labels for {len(per)} structures")
     total = sum(per) or 1.0
     out: dict[str, list[float]] = {}
     for group, mae in zip(groups, per, strict=True):

@@ -64,15 +64,15 @@ class BatchTooLargeError(HIPError, RuntimeError):
     """A batch did not fit in memory; the message names a batch size to try."""
 
 
-def default_dataset_path() -> Path:
-    """Path of the shipped GFN2-xTB dataset (``hip_head/assets/default_xtb.db``)."""
-    from hip_head.assets import asset_path
-
-    return asset_path("default_xtb.db")
-
-
 #: Names that :func:`open_source` resolves to shipped datasets (``hip_head/assets``).
 SHIPPED_DATASETS = {"default": "default_xtb.db", "extra": "extra_xtb.db"}
+
+
+def default_dataset_path() -> Path:
+    """Path of the shipped default GFN2-xTB dataset (``hip_head/assets/default_xtb.db``)."""
+    from hip_head.assets import asset_path
+
+    return asset_path(SHIPPED_DATASETS["default"])
 
 
 # ---------------------------------------------------------------------------------- checkpoints

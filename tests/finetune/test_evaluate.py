@@ -11,7 +11,10 @@ from hip_head.finetune.evaluate import Evaluation, format_breakdown, group_hessi
 def _evaluation(name: str, errors: list[float]) -> Evaluation:
     labels = [np.eye(3) * (k + 1) for k in range(len(errors))]
     predicted = [lab + e for lab, e in zip(labels, errors, strict=True)]  # every entry off by e
-    return Evaluation(name, {"hessian_mae": float(np.mean(errors))}, predicted, labels)
+    per = {"hessian_mae": [float(np.abs(p - t).mean()) for p, t in zip(predicted, labels)]}
+    return Evaluation(
+        name, {"hessian_mae": float(np.mean(errors))}, predicted, labels, per_structure=per
+    )
 
 
 def test_group_means_and_shares():
