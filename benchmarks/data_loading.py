@@ -1,6 +1,6 @@
 """Time reading 10 000 frames of the shipped dataset into training batches.
 
-Reads rows lazily from ``hip_head/assets/default_xtb.db`` (cycling over the file until
+Reads rows lazily from ``data/default_xtb.db`` (cycling over the file until
 ``--frames`` frames) with :class:`~hip_head.finetune.data.AseDbDataset` through a torch
 ``DataLoader`` and :func:`~hip_head.finetune.data.collate_hessian` (AtomicGraph + flat Hessian
 labels), as training does. Prints frames/s and writes

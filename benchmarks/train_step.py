@@ -1,4 +1,4 @@
-"""Cost of one fine-tuning step with and without the Hessian loss (issue 5's 2x target).
+"""Cost of one fine-tuning step with and without the Hessian loss (design bound: 2x an E/F step).
 
 Times forward + loss + backward + AdamW step of :class:`HIPLightningModule` on real batches of
 the shipped dataset (train split), for:

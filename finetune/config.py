@@ -175,7 +175,10 @@ class TrainConfig:
         target: ``"head"`` (train the HIP head's Hessian) or ``"autograd"`` (baseline: train
             the backbone's own autograd Hessian on ``loss.autograd_rows`` random rows per
             structure; needs ``mode`` full or last_k).
-        max_steps: optimizer steps.
+        max_steps: optimizer steps (the learning-rate schedule spans them).
+        max_minutes: stop after this much training wall time even before ``max_steps``
+            (Lightning's ``max_time``; None: no limit); the model and a checkpoint are saved
+            as at the end of a run.
         val_every_n_steps: validation interval, steps.
         checkpoint_every_n_steps: checkpoint interval, steps (plus one at the end).
         log_every_n_steps: logging interval, steps.
@@ -198,6 +201,7 @@ class TrainConfig:
     last_k: int = 1
     target: Literal["head", "autograd"] = "head"
     max_steps: int = 1000
+    max_minutes: float | None = None
     val_every_n_steps: int = 200
     checkpoint_every_n_steps: int = 100
     log_every_n_steps: int = 10
@@ -268,6 +272,8 @@ class FinetuneConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
+        if t.max_minutes is not None and not t.max_minutes > 0:
+            raise ConfigError(f"train.max_minutes must be > 0 or null, got {t.max_minutes}")
         if o.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
         if not 0.0 <= o.ema_decay < 1.0:

@@ -53,7 +53,10 @@ __all__ = [
     "HormLMDBDataset",
     "collate_hessian",
     "hessian_rms",
+    "compact_database",
     "molecule_key",
+    "pack_triu",
+    "unpack_triu",
     "read_extxyz",
     "sample_from_atoms",
     "split_by_molecule",
@@ -655,7 +658,8 @@ class AseDbDataset(_Checked):
     """ASE SQLite database reader (lazy; one row read per ``__getitem__``).
 
     Rows hold the structure, energy (eV) and forces (eV/Å) as calculator results, and
-    ``row.data["hessian"]`` (eV/Å², flat ((3N)^2,) or (3N, 3N)); optional ``data["charge"]``,
+    ``row.data["hessian"]`` (eV/Å², flat ((3N)^2,) or (3N, 3N)) or its upper triangle
+    ``row.data["hessian_triu"]`` (3N(3N+1)/2,) (:func:`pack_triu`); optional ``data["charge"]``,
     ``data["spin"]``, ``data["meta"]``.
 
     Args:
@@ -737,6 +741,8 @@ class AseDbDataset(_Checked):
             meta.update(source=self.path, index=index)
             energy, forces = row.get("energy"), row.get("forces")
             hessian = data.get("hessian")
+            if hessian is None and "hessian_triu" in data:
+                hessian = unpack_triu(data["hessian_triu"], 3 * len(row.numbers))
             sample = HessianSample(
                 positions=row.positions,
                 numbers=row.numbers,
@@ -756,11 +762,55 @@ class AseDbDataset(_Checked):
         return self._check(sample, index)
 
 
+def pack_triu(hessian: np.ndarray) -> np.ndarray:
+    """Upper triangle (diagonal included) of a (3N, 3N) matrix, row-major: (3N(3N+1)/2,)."""
+    hessian = np.asarray(hessian)
+    return hessian[np.triu_indices(hessian.shape[0])]
+
+
+def unpack_triu(packed: np.ndarray, n3: int) -> np.ndarray:
+    """The symmetric (3N, 3N) float64 matrix whose upper triangle is ``packed``.
+
+    Raises:
+        HessianDataError: ``packed`` does not have 3N(3N+1)/2 entries.
+    """
+    packed = np.asarray(packed, dtype=np.float64).reshape(-1)
+    if packed.size != n3 * (n3 + 1) // 2:
+        raise HessianDataError(
+            "hessian_triu", None, f"{packed.size} entries, expected {n3 * (n3 + 1) // 2}"
+        )
+    out = np.zeros((n3, n3))
+    rows, cols = np.triu_indices(n3)
+    out[rows, cols] = packed
+    out[cols, rows] = packed
+    return out.reshape(-1)
+
+
+def compact_database(path: str | os.PathLike, page_size: int = 1024) -> int:
+    """Rewrite an SQLite database with small pages (``VACUUM``); returns the new size, bytes.
+
+    ASE stores each row's arrays as blobs; with SQLite's default 4 kB pages a small molecule's
+    row still fills whole pages. 1 kB pages cut the shipped reaction set about 2x (measured
+    on 20 ethanol rows: 152 kB at 4 kB pages, 67 kB at 1 kB with the triangle layout).
+    """
+    import sqlite3
+
+    path = os.fspath(path)
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute(f"PRAGMA page_size={int(page_size)}")
+        connection.execute("VACUUM")
+    finally:
+        connection.close()
+    return os.path.getsize(path)
+
+
 def write_ase_db(
     samples: Iterable[HessianSample],
     path: str | os.PathLike,
     hessian_dtype: Any = np.float64,
     key_value_pairs: Callable[[HessianSample], dict[str, Any]] | None = None,
+    hessian_layout: Literal["full", "triu"] = "full",
 ) -> int:
     """Write samples to an ASE SQLite database (appends when the file exists).
 
@@ -769,6 +819,10 @@ def write_ase_db(
         path: the ``.db`` file.
         hessian_dtype: storage dtype of the Hessian (``np.float32`` halves the file; readers
             return float64 either way).
+        hessian_layout: ``"full"`` stores ``data["hessian"]`` ((3N)²,); ``"triu"`` stores only
+            the upper triangle (diagonal included) as ``data["hessian_triu"]``
+            (3N(3N+1)/2,), about half the size; the reader rebuilds the symmetric matrix.
+            Only for symmetric Hessians (the xTB labels are symmetrised).
         key_value_pairs: optional ``sample -> {key: str|int|float|bool}`` stored as ASE db
             key-value pairs (queryable with ``db.select(key=value)``).
 
@@ -786,7 +840,9 @@ def write_ase_db(
             meta = _portable_meta(sample.meta)
             if meta:
                 data["meta"] = meta
-            if sample.hessian is not None:
+            if sample.hessian is not None and hessian_layout == "triu":
+                data["hessian_triu"] = pack_triu(sample.hessian_matrix()).astype(hessian_dtype)
+            elif sample.hessian is not None:
                 data["hessian"] = np.asarray(sample.hessian, dtype=hessian_dtype)
             kvp = key_value_pairs(sample) if key_value_pairs is not None else {}
             db.write(atoms, data=data, **kvp)

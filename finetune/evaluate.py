@@ -26,8 +26,11 @@ __all__ = [
     "evaluate_hessians",
     "format_breakdown",
     "format_table",
+    "format_kind_table",
     "group_hessian_mae",
+    "metrics_by_group",
     "plot_comparison",
+    "stratified_subset",
 ]
 
 
@@ -86,7 +89,8 @@ def evaluate_hessians(
             out = model(graph, compute_forces=True, compute_hessian=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        seconds += elapsed
         pred_h = out["hessian"].detach().to("cpu", torch.float64)
         m = hessian_metrics(
             pred_h, target["hessian"].double(), graph.atoms_per_graph.cpu(), graph.positions.cpu(),
@@ -98,6 +102,7 @@ def evaluate_hessians(
         if "forces" in target:
             diff = out["forces"].detach().cpu().double() - target["forces"].double()
             m["forces_mae"] = float(diff.abs().mean())
+        m["seconds"] = elapsed
         for key, value in m.items():
             per.setdefault(key, []).append(value)
         n3 = 3 * sample.num_atoms
@@ -175,6 +180,94 @@ def format_breakdown(evaluations: Sequence[Evaluation], groups: Sequence[str]) -
     for group, (count, _, _) in tables[0].items():
         cells = [f"{t[group][1]:.3f} ({100 * t[group][2]:.0f} %)" for t in tables]
         lines.append(f"{group:<{name_w}}{count:>4}" + "".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(lines)
+
+
+def stratified_subset(
+    samples: Sequence[HessianSample], per_group: int, key: str = "kind", seed: int = 0
+) -> list[HessianSample]:
+    """At most ``per_group`` samples of each value of ``meta[key]`` (seeded), in input order.
+
+    Rare kinds (transition states are one frame per reaction) keep all their frames up to
+    ``per_group``, so a metric per kind is measured on enough structures.
+    """
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for i, sample in enumerate(samples):
+        members.setdefault(str(sample.meta.get(key)), []).append(i)
+    chosen: list[int] = []
+    for group in sorted(members):
+        idx = members[group]
+        if len(idx) > per_group:
+            idx = rng.choice(idx, size=per_group, replace=False).tolist()
+        chosen += idx
+    return [samples[i] for i in sorted(chosen)]
+
+
+#: The chemist's metrics per kind of geometry: (key of ``per_structure``, label, format).
+KIND_ROWS = (
+    ("hessian_mae", "Hessian MAE [eV/Å²]", "{:.3f}"),
+    ("eckart_eigval_mae", "Eckart eigenvalue MAE [eV/Å²/amu]", "{:.3f}"),
+    ("eckart_eigval1_mae", "lowest eigenvalue MAE [eV/Å²/amu]", "{:.3f}"),
+    ("eckart_eigvec1_cos", "|cos| lowest eigenvector", "{:.3f}"),
+    ("eckart_n_neg_agree", "n_neg agreement", "{:.3f}"),
+    ("seconds", "time per molecule [ms]", "ms"),
+)
+
+
+def metrics_by_group(evaluation: Evaluation, groups: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Every per-structure metric averaged within each group (e.g. per kind of geometry).
+
+    Args:
+        evaluation: a result of :func:`evaluate_hessians` on S structures.
+        groups: S group labels, in the same order; ``"all"`` is added for every structure.
+
+    Returns:
+        ``{group: {metric: mean, "count": structures}}`` with the keys of
+        ``evaluation.per_structure`` (Hessian MAE eV/Å², Eckart eigenvalues eV/Å²/amu,
+        ``seconds`` per structure ...).
+    """
+    per = evaluation.per_structure
+    n = len(next(iter(per.values()))) if per else 0
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} group labels for {n} structures")
+    members: dict[str, list[int]] = {"all": list(range(n))}
+    for i, g in enumerate(groups):
+        members.setdefault(str(g), []).append(i)
+    out: dict[str, dict[str, float]] = {}
+    for g, idx in members.items():
+        row = {k: float(np.nanmean([v[i] for i in idx])) for k, v in per.items()}
+        row["count"] = float(len(idx))
+        out[g] = row
+    return out
+
+
+def format_kind_table(
+    evaluations: Sequence[Evaluation], groups: Sequence[str], order: Sequence[str] = ()
+) -> str:
+    """Per group (kind of geometry) and metric, one column per model, in a text table.
+
+    Args:
+        evaluations: results of :func:`evaluate_hessians` on the same structures.
+        groups: one label per structure (e.g. ``meta["kind"]``).
+        order: groups listed first, in this order (the rest, then ``"all"``, follow).
+    """
+    tables = [metrics_by_group(e, groups) for e in evaluations]
+    names = [g for g in order if g in tables[0]]
+    names += sorted(g for g in tables[0] if g not in names and g != "all") + ["all"]
+    width = max(12, *(len(e.name) + 2 for e in evaluations))
+    lines = [
+        f"{'kind':<10}{'n':>5}  {'metric':<36}" + "".join(f"{e.name:>{width}}" for e in evaluations)
+    ]
+    for g in names:
+        count = int(tables[0][g]["count"])
+        for j, (key, label, fmt) in enumerate(KIND_ROWS):
+            cells = []
+            for t in tables:
+                value = t[g].get(key, float("nan"))
+                cells.append(f"{value * 1e3:.1f}" if fmt == "ms" else fmt.format(value))
+            head = f"{g:<10}{count:>5}" if j == 0 else " " * 15
+            lines.append(f"{head}  {label:<36}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
 
 

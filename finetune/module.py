@@ -65,14 +65,19 @@ class BatchTooLargeError(HIPError, RuntimeError):
 
 
 #: Names that :func:`open_source` resolves to shipped datasets (``hip_head/assets``).
-SHIPPED_DATASETS = {"default": "default_xtb.db", "extra": "extra_xtb.db"}
+SHIPPED_DATASETS = {
+    "default": "default_xtb.db",
+    "extra": "extra_xtb.db",
+    "reactions": "reactions_xtb.db",
+    "unseen_large": "unseen_large_xtb.db",
+}
 
 
 def default_dataset_path() -> Path:
-    """Path of the shipped default GFN2-xTB dataset (``hip_head/assets/default_xtb.db``)."""
-    from hip_head.assets import asset_path
+    """Path of the default GFN2-xTB dataset (``data/default_xtb.db`` of a checkout)."""
+    from hip_head.assets import dataset_path
 
-    return asset_path(SHIPPED_DATASETS["default"])
+    return dataset_path(SHIPPED_DATASETS["default"])
 
 
 # ---------------------------------------------------------------------------------- checkpoints
@@ -415,7 +420,11 @@ def open_source(path: str, data: DataConfig) -> Any:
 
     ``"default"`` is the default GFN2-xTB dataset (train/val/test splits); ``"extra"`` is the
     extra fine-tuning set of molecules the shipped backbone never saw (train rows only,
-    ``scripts/make_extra_dataset.py``).
+    ``scripts/make_extra_dataset.py``); ``"reactions"`` is the GFN2-xTB reaction set
+    (transition states, IRC frames, minima and thermal frames; train/val/test split by
+    reactant molecule; in a repository checkout only, ``data/reactions_xtb.db``);
+    ``"unseen_large"`` holds minima and thermal frames of 15-26-atom molecules no other set
+    has (test rows only, ``data/unseen_large_xtb.db``).
 
     Returns:
         An :class:`AseDbDataset`, :class:`HormLMDBDataset` or a list of samples (extxyz).
@@ -424,9 +433,9 @@ def open_source(path: str, data: DataConfig) -> Any:
         ValueError: an unknown file type.
     """
     if path in SHIPPED_DATASETS:
-        from hip_head.assets import asset_path
+        from hip_head.assets import dataset_path
 
-        path = os.fspath(asset_path(SHIPPED_DATASETS[path]))
+        path = os.fspath(dataset_path(SHIPPED_DATASETS[path]))
     lower = path.lower()
     if lower.endswith(".db"):
         return AseDbDataset(path, on_error=data.on_error)

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,7 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Finet
         strategy=t.strategy,
         precision=t.precision,  # type: ignore[arg-type]
         max_steps=t.max_steps,
+        max_time=None if t.max_minutes is None else timedelta(minutes=t.max_minutes),
         max_epochs=-1,
         val_check_interval=t.val_every_n_steps,  # counted across epochs (next line)
         check_val_every_n_epoch=None,

@@ -1,12 +1,13 @@
 """The ``hip`` command line.
 
-- ``hip demo``: fine-tune the shipped pretrained MACE into a HIP on the shipped xTB dataset and
-  compare it with the backbone's autograd Hessian on unseen molecules (about 10 min on CPU;
-  :mod:`hip_head.finetune.demo`).
+- ``hip demo``: the shipped trained HIP, briefly fine-tuned further, against its backbone's
+  autograd Hessian on held-out reactions and unseen larger molecules, per kind of geometry
+  (a few minutes on CPU; :mod:`hip_head.finetune.demo`).
 - ``hip demo --wrap-only``: wrap a MACE model (saved and loaded the way MACE foundation models
   are), predict the Hessian of a real molecule with an untrained head, print its frequencies and
   time the head against the autograd Hessian (seconds).
-- ``hip finetune``, ``hip data label``, ``hip data sample``: see their ``--help``.
+- ``hip finetune``, ``hip data label``, ``hip data sample``, ``hip data reactions``: see
+  their ``--help``.
 """
 
 from __future__ import annotations
@@ -80,12 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return main_finetune(argv[1:])
     parser = argparse.ArgumentParser(prog="hip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="fine-tune the shipped MACE into a HIP and compare")
-    p_demo.add_argument("--steps", type=int, default=5000, help="fine-tuning steps")
+    p_demo = sub.add_parser(
+        "demo", help="the shipped HIP vs its backbone's autograd Hessian on held-out reactions"
+    )
+    p_demo.add_argument("--steps", type=int, default=300, help="brief fine-tuning steps")
     p_demo.add_argument("--out", default="runs/demo", help="parent of the run directory")
     p_demo.add_argument("--seed", type=int, default=0)
-    p_demo.add_argument("--test-frames", type=int, default=80, help="test frames evaluated")
-    p_demo.add_argument("--backbone", default="default", help="backbone file or 'default'")
+    p_demo.add_argument("--per-kind", type=int, default=30, help="test frames per kind")
+    p_demo.add_argument("--model", default="pretrained", help="a saved HIP or 'pretrained'")
+    p_demo.add_argument(
+        "--backbone", default="default", help="backbone when no HIP is found, or 'default'"
+    )
     p_demo.add_argument(
         "--wrap-only", action="store_true", help="quick: wrap a random MACE, no training"
     )
@@ -93,8 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_data = sub.add_parser("data", help="Hessian data: `hip data label FILES --out DB ...`")
     p_data.add_argument(
         "action",
-        choices=["label", "sample"],
-        help="label: E, F and Hessian by xTB/PySCF; sample: minima, thermal frames, saddles",
+        choices=["label", "sample", "reactions"],
+        help="label: E, F and Hessian by xTB/PySCF; sample: minima, thermal frames, saddles; "
+        "reactions: GFN2-xTB transition states and reaction frames of molecules (SMILES)",
     )
     p_data.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
     p_ft = sub.add_parser(
@@ -113,13 +120,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             max_steps=args.steps,
             seed=args.seed,
-            test_frames=args.test_frames,
+            per_kind=args.per_kind,
+            model=args.model,
             backbone=args.backbone,
         )
     if args.command == "data" and args.action == "label":
         from hip_head.finetune.labels import main_label
 
         return main_label(args.rest)
+    if args.command == "data" and args.action == "reactions":
+        from hip_head.finetune.reaction_data import main_reactions
+
+        return main_reactions(args.rest)
     if args.command == "data" and args.action == "sample":
         from hip_head.finetune.sampling import main_sample
 

@@ -209,17 +209,32 @@ def _detach(value: Any) -> Any:
     return value
 
 
+#: Names :func:`load` resolves to models shipped in ``hip_head/assets``.
+SHIPPED_MODELS = {"pretrained": "hip_pretrained.model"}
+
+
 def load(path: str | Path, map_location: str | torch.device | None = "cpu") -> HIPModel:
-    """Load a model saved with :meth:`HIPModel.save`.
+    """Load a model saved with :meth:`HIPModel.save`, or a shipped one by name.
 
     Args:
-        path: file path.
+        path: file path, or ``"pretrained"``: the shipped trained HIP (a small MACE with a
+            HIP head trained on GFN2-xTB Hessians of H/C/N/O molecules, reactions included;
+            ``docs/pretrained.md`` says what it was trained on and how well it scores).
         map_location: device to load onto.
 
     Returns:
         The :class:`HIPModel` in eval mode. The backbone's library (e.g. mace-torch) must be
         installed; the training extras are not needed.
+
+    Raises:
+        FileNotFoundError: ``"pretrained"`` was asked for but the file is not installed (the
+            message names the script that trains it).
+        ValueError: the file is not a hip-head model file.
     """
+    if isinstance(path, str) and path in SHIPPED_MODELS:
+        from hip_head.assets import asset_path
+
+        path = asset_path(SHIPPED_MODELS[path])
     payload = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise ValueError(f"{path} is not a hip-head model file (expected format {FILE_FORMAT})")

@@ -1,4 +1,4 @@
-"""Build hip-head's embedded default dataset (``hip_head/assets/default_xtb.db``).
+"""Build hip-head's embedded default dataset (``data/default_xtb.db``).
 
 One script, fixed seeds: for each molecule of :data:`MOLECULES` (H/C/N/O, up to 24 atoms):
 
@@ -27,11 +27,8 @@ stopped. Usage::
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
-import multiprocessing
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -116,7 +113,7 @@ SADDLE_STEPS = 150
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 SPLIT_NAMES = ("train", "val", "test")
 SEED = 0
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "hip_head" / "assets" / "default_xtb.db"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "default_xtb.db"
 
 
 def _hydrogen_modes(vib: Any, numbers: np.ndarray, count: int) -> list[int]:
@@ -213,69 +210,6 @@ def build_molecule(index: int, name: str, smiles: str) -> dict[str, Any]:
     }
 
 
-def _init_worker() -> None:
-    from hip_head.finetune.labels import _init_worker as limit_threads
-
-    limit_threads()
-
-
-def build_cached(
-    jobs: dict[int, tuple[Any, ...]],
-    build: Any,
-    work: Path,
-    workers: int,
-    describe: Any = lambda r: "",
-    stems: dict[int, str] | None = None,
-) -> list[dict[str, Any]]:
-    """Run ``build(i, *jobs[i])`` for every job not yet cached under ``work``.
-
-    Each result is pickled to ``work/NNN.pkl`` atomically as soon as it is ready, so an
-    interrupted run resumes where it stopped; a job that raises is reported and skipped.
-
-    Args:
-        jobs: job index -> positional arguments of ``build`` after the index.
-        build: a picklable function returning a dict with ``"name"``, ``"samples"`` and
-            ``"seconds"``.
-        work: cache directory.
-        workers: worker processes (<= 1: in this process).
-        describe: extra text for the progress line of a result.
-        stems: cache file name (no suffix) per job; default ``NNN``.
-
-    Returns:
-        The cached results of all jobs that succeeded, in job order.
-    """
-    work.mkdir(parents=True, exist_ok=True)
-    cache = {i: work / f"{(stems or {}).get(i, f'{i:03d}')}.pkl" for i in jobs}
-    todo = [i for i in cache if not cache[i].exists()]
-    t0 = time.perf_counter()
-    print(f"{len(jobs) - len(todo)} molecules cached, {len(todo)} to build", flush=True)
-
-    def store(i: int, result: dict[str, Any]) -> None:
-        tmp = cache[i].with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(result))
-        os.replace(tmp, cache[i])  # atomic: a crash never leaves a half-written cache file
-        print(
-            f"[{time.perf_counter() - t0:7.0f} s] {i:3d} {result['name']}: "
-            f"{len(result['samples'])} frames{describe(result)}, {result['seconds']:.0f} s",
-            flush=True,
-        )
-
-    if workers <= 1:
-        for i in todo:
-            store(i, build(i, *jobs[i]))
-    else:
-        context = multiprocessing.get_context("forkserver")
-        with cf.ProcessPoolExecutor(workers, context, initializer=_init_worker) as pool:
-            futures = {pool.submit(build, i, *jobs[i]): i for i in todo}
-            for fut in cf.as_completed(futures):
-                i = futures[fut]
-                try:
-                    store(i, fut.result())
-                except Exception as exc:  # noqa: BLE001 - report and go on with the others
-                    print(f"{jobs[i][0]} failed: {exc!r}", file=sys.stderr, flush=True)
-    return [pickle.loads(cache[i].read_bytes()) for i in sorted(cache) if cache[i].exists()]
-
-
 def write_db(samples: list[Any], out: Path) -> None:
     """Write labelled samples (``meta`` with split/molecule/kind) to ``out`` atomically,
     Hessians as float32."""
@@ -306,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from hip_head.finetune.data import split_by_molecule
+    from hip_head.finetune.jobs import run_cached
 
     molecules = MOLECULES[: args.limit]
-    results = build_cached(
+    results = run_cached(
         dict(enumerate(molecules)),
         build_molecule,
         args.work,

@@ -1,4 +1,4 @@
-"""Build hip-head's extra Hessian fine-tuning set (``hip_head/assets/extra_xtb.db``).
+"""Build hip-head's extra Hessian fine-tuning set (``data/extra_xtb.db``).
 
 The default dataset (``scripts/make_default_dataset.py``) holds 64 molecules; the shipped
 backbone was pretrained on the energies and forces of its 51 training molecules. A HIP head
@@ -40,7 +40,6 @@ from make_default_dataset import (  # noqa: E402
     MOLECULES,
     SEED,
     TEMPERATURES_K,
-    build_cached,
     write_db,
 )
 
@@ -54,7 +53,7 @@ GROUPS: tuple[str, ...] = (
 MAX_ATOMS = 24
 FRAMES_PER_TEMPERATURE = 3
 DEFAULT_MOLECULES = 10_000  # all of them
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "hip_head" / "assets" / "extra_xtb.db"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "extra_xtb.db"
 
 
 def enumerate_molecules() -> list[str]:
@@ -132,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     molecules = enumerate_molecules()[: args.molecules]
-    results = build_cached(
+    from hip_head.finetune.jobs import run_cached
+
+    results = run_cached(
         {i: (smiles,) for i, smiles in enumerate(molecules)},
         build_molecule,
         args.work,

@@ -4,8 +4,9 @@ No foundation-model weights can be downloaded where hip-head is developed and te
 repository ships a small MACE trained by this script as a stand-in for one
 (``hip_head/assets/mace_pretrained.model``, see ``docs/pretrained.md``):
 
-1. the ``train`` / ``val`` / ``test`` rows of the default dataset (``hip_head/assets/
-   default_xtb.db``, GFN2-xTB energies and forces) are written as extended XYZ files
+1. the ``train`` / ``val`` / ``test`` rows of the default dataset (``data/default_xtb.db``,
+   GFN2-xTB energies and forces; ``--db`` takes several databases, each split then being the
+   union of their rows) are written as extended XYZ files
    (``REF_energy`` / ``REF_forces``) under ``--work`` (default ``build/pretrain_mace``);
 2. MACE's own trainer (``mace_run_train`` of mace-torch, run as a subprocess with a fixed seed)
    trains a ScaleShiftMACE on energies and forces of the train split, in MACE's two stages
@@ -110,39 +111,44 @@ def log(message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- data
-def read_split(db_path: Path, split: str) -> list[Any]:
-    """The rows of ``split`` as ``ase.Atoms`` (no calculator) with their labels in
-    ``info["REF_energy"]`` (eV), ``arrays["REF_forces"]`` (eV/Å) and the db metadata in
-    ``info`` (``row_id``, ``molecule``, ``kind``)."""
+def read_split(db_paths: Path | list[Path], split: str) -> list[Any]:
+    """The rows of ``split`` of every database as ``ase.Atoms`` (no calculator) with their
+    labels in ``info["REF_energy"]`` (eV), ``arrays["REF_forces"]`` (eV/Å) and the db
+    metadata in ``info`` (``db`` path, ``row_id``, ``molecule``, ``kind``)."""
     import ase.db
     from ase import Atoms
 
     frames = []
-    with ase.db.connect(str(db_path), type="db", use_lock_file=False) as db:
-        for row in db.select(split=split):
-            if row.get("status") == "failed":
-                continue
-            atoms = Atoms(numbers=row.numbers, positions=row.positions)
-            atoms.info["REF_energy"] = float(row.energy)
-            atoms.arrays["REF_forces"] = np.asarray(row.forces, dtype=np.float64)
-            atoms.info["row_id"] = int(row.id)
-            atoms.info["molecule"] = str(row.get("molecule", ""))
-            atoms.info["kind"] = str(row.get("kind", ""))
-            frames.append(atoms)
+    for db_path in [db_paths] if isinstance(db_paths, Path) else db_paths:
+        with ase.db.connect(str(db_path), type="db", use_lock_file=False) as db:
+            for row in db.select(split=split):
+                if row.get("status") == "failed":
+                    continue
+                atoms = Atoms(numbers=row.numbers, positions=row.positions)
+                atoms.info["REF_energy"] = float(row.energy)
+                atoms.arrays["REF_forces"] = np.asarray(row.forces, dtype=np.float64)
+                atoms.info["db"] = str(db_path)
+                atoms.info["row_id"] = int(row.id)
+                atoms.info["molecule"] = str(row.get("molecule", ""))
+                atoms.info["kind"] = str(row.get("kind", ""))
+                frames.append(atoms)
     return frames
 
 
-def read_hessians(db_path: Path, row_ids: list[int]) -> list[np.ndarray]:
-    """xTB Hessians (3N, 3N) float64, eV/Å², of the rows ``row_ids``."""
-    import ase.db
+def read_hessians(frames: list[Any]) -> list[np.ndarray]:
+    """xTB Hessians (3N, 3N) float64, eV/Å², of frames read by :func:`read_split` (any
+    storage layout the dataset reader knows, the float32 upper triangle included)."""
+    from hip_head.finetune.data import AseDbDataset
 
+    readers: dict[str, Any] = {}
     out = []
-    with ase.db.connect(str(db_path), type="db", use_lock_file=False) as db:
-        for rid in row_ids:
-            row = db.get(id=rid)
-            h = np.asarray(row.data["hessian"], dtype=np.float64)
-            n3 = 3 * row.natoms
-            out.append(h.reshape(n3, n3))
+    for atoms in frames:
+        path = atoms.info["db"]
+        if path not in readers:
+            reader = AseDbDataset(path)
+            readers[path] = (reader, {rid: i for i, rid in enumerate(reader._ids)})
+        reader, index_of = readers[path]
+        out.append(reader[index_of[atoms.info["row_id"]]].hessian_matrix())
     return out
 
 
@@ -267,7 +273,7 @@ def evaluate_energy_forces(hip: Any, frames: list[Any], batch: int = 32) -> dict
     }
 
 
-def evaluate_hessians(hip: Any, frames: list[Any], db_path: Path, batch: int = 8) -> dict[str, Any]:
+def evaluate_hessians(hip: Any, frames: list[Any], batch: int = 8) -> dict[str, Any]:
     """hessian_metrics of the backbone's autograd Hessian vs xTB, means over frames.
 
     Frames of one molecule (same size) are batched: a batch costs 3N VJPs, not 3N per frame.
@@ -276,7 +282,7 @@ def evaluate_hessians(hip: Any, frames: list[Any], db_path: Path, batch: int = 8
 
     from hip_head.finetune.losses import hessian_metrics
 
-    targets = read_hessians(db_path, [a.info["row_id"] for a in frames])
+    targets = read_hessians(frames)
     by_molecule: dict[tuple[str, int], list[int]] = {}
     for i, atoms in enumerate(frames):
         by_molecule.setdefault((atoms.info["molecule"], len(atoms)), []).append(i)
@@ -343,7 +349,13 @@ def cpu_name() -> str:
 # -------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--db", type=Path, default=ROOT / "hip_head/assets/default_xtb.db")
+    p.add_argument(
+        "--db",
+        type=Path,
+        nargs="+",
+        default=[ROOT / "data/default_xtb.db"],
+        help="databases with a split column; each split is the union of their rows",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "hip_head/assets/mace_pretrained.model")
     p.add_argument("--work", type=Path, default=ROOT / "build/pretrain_mace")
     p.add_argument("--epochs", type=int, default=24, help="mace_run_train max_num_epochs")
@@ -372,6 +384,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="evaluate the autograd Hessian on the first N test frames only (default all)",
+    )
+    p.add_argument(
+        "--description",
+        default="small ScaleShiftMACE pretrained on energies and forces of the train split of "
+        "hip-head's default GFN2-xTB dataset (a stand-in for a foundation model); see "
+        "docs/pretrained.md",
+        help="the description stored in the json",
     )
     p.add_argument("--quick", action="store_true", help="3 epochs (a smoke test)")
     p.add_argument(
@@ -504,24 +523,22 @@ def main(argv: list[str] | None = None) -> int:
             f"F MAE {metrics[split]['forces_mae_mev_per_ang']:.1f} meV/Å"
         )
     t0 = time.time()
-    hessian = evaluate_hessians(hip, frames["test"][: args.hessian_frames], args.db)
+    hessian = evaluate_hessians(hip, frames["test"][: args.hessian_frames])
     log(f"test autograd Hessian MAE {hessian['hessian_mae']:.4f} eV/Å² ({time.time() - t0:.0f} s)")
 
     previous: dict[str, Any] = {}
     if args.skip_training and json_path.is_file():
         previous = json.loads(json_path.read_text()).get("training", {})
     result = {
-        "description": "small ScaleShiftMACE pretrained on energies and forces of the "
-        "train split of hip-head's default GFN2-xTB dataset (a stand-in for a foundation "
-        "model); see docs/pretrained.md",
+        "description": args.description,
         "model_file": out.name,
         "file_size_bytes": out.stat().st_size,
         "file_format": "whole module saved by mace_run_train with torch.save; load with "
         "torch.load(path, weights_only=False)",
         "model": model_summary(model),
         "dataset": {
-            "file": args.db.name,
-            "sha256": sha256(args.db),
+            "files": [db.name for db in args.db],
+            "sha256": [sha256(db) for db in args.db],
             "frames": {split: len(frames[split]) for split in SPLITS},
             "labels": "GFN2-xTB (tblite) energy eV, forces eV/Å, Hessian eV/Å²",
         },

@@ -33,3 +33,17 @@ def test_pip_install_maps_subpackages(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True
     )
     assert str(target) in result.stdout.decode()
+    # the wheel carries weights and at most small samples; the datasets stay in data/
+    installed = {p.name: p.stat().st_size for p in (target / "hip_head" / "assets").iterdir()}
+    assert "mace_pretrained.model" in installed
+    assert sum(installed.values()) < 12e6, installed
+    assert not any(name in installed for name in ("default_xtb.db", "extra_xtb.db"))
+    code = (
+        "from hip_head.assets import dataset_path\n"
+        "try:\n    dataset_path('reactions_xtb.db')\n"
+        "except FileNotFoundError as exc:\n    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True
+    )
+    assert "repository" in result.stdout.decode()

@@ -27,7 +27,7 @@ def test_mace_passes_the_kit(hidden_lmax):
         if dtype == "float64" and prop in ("rotation", "reflection", "translation", "permutation")
     }
     assert len(equivariance64) == 4, report.worst
-    assert max(equivariance64.values()) < 1e-10, equivariance64  # the bar, float64
+    assert max(equivariance64.values()) < 1e-10, equivariance64  # the documented float64 bar
 
 
 def test_kit_catches_a_mace_adapter_with_a_wrong_l1_basis():

@@ -1,4 +1,4 @@
-"""The shipped default dataset (hip_head/assets/default_xtb.db): what the data card promises."""
+"""The shipped default dataset (data/default_xtb.db): what the data card promises."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from hip_head.assets import asset_path
+from hip_head.assets import dataset_path
 from hip_head.finetune.data import AseDbDataset
 from hip_head.vibrations import vibrational_analysis
 
 
 @pytest.fixture(scope="module")
 def dataset():
-    return AseDbDataset(asset_path("default_xtb.db"))
+    return AseDbDataset(dataset_path("default_xtb.db"))
 
 
 def test_size_counts_and_elements(dataset):
-    path = asset_path("default_xtb.db")
+    path = dataset_path("default_xtb.db")
     assert path.stat().st_size <= 25e6
     assert 2500 <= len(dataset) <= 5000
     natoms = dataset.column("natoms")

@@ -1,4 +1,4 @@
-"""The shipped extra fine-tuning set (hip_head/assets/extra_xtb.db): what its data card promises."""
+"""The shipped extra fine-tuning set (data/extra_xtb.db): what its data card promises."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hip_head.assets import asset_path
+from hip_head.assets import dataset_path
 from hip_head.finetune.config import DataConfig
 from hip_head.finetune.data import AseDbDataset
 from hip_head.finetune.module import open_source
@@ -21,16 +21,16 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 @pytest.fixture(scope="module")
 def extra():
-    return AseDbDataset(asset_path("extra_xtb.db"))
+    return AseDbDataset(dataset_path("extra_xtb.db"))
 
 
 @pytest.fixture(scope="module")
 def default():
-    return AseDbDataset(asset_path("default_xtb.db"))
+    return AseDbDataset(dataset_path("default_xtb.db"))
 
 
 def test_size_elements_and_split(extra):
-    assert asset_path("extra_xtb.db").stat().st_size <= 40e6
+    assert dataset_path("extra_xtb.db").stat().st_size <= 40e6
     assert len(set(extra.column("molecule"))) >= 400
     assert set(extra.column("split")) == {"train"}
     assert set(extra.column("kind")) == {"minimum", "off_equilibrium"}

@@ -448,14 +448,41 @@ def test_saved_hip_loads_without_training_extras(assets, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(assets, tmp_path, capsys):
-    """`make demo`'s pipeline on the shipped dataset, shortened (3 steps, 3 test frames)."""
+    """`make demo`'s pipeline on the shipped data, shortened: a tiny saved HIP stands in for
+    the shipped one (3 steps, 1 frame per kind)."""
+    import hip_head
     from hip_head.finetune.demo import run_demo
+    from hip_head.finetune.train import run_finetune
 
-    code = run_demo(tmp_path, max_steps=3, test_frames=3, backbone=str(assets["backbone"]))
+    start = run_finetune(tiny_config(assets, tmp_path / "start", train={"max_steps": 2}))
+    code = run_demo(tmp_path / "demo", max_steps=3, per_kind=1, large_per_kind=1,
+                    model=str(start.model_path))  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert "Hessian MAE [eV/Å²]" in out and "MACE autograd" in out and "HIP head" in out
-    assert "hip_head.load(" in out
-    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert "held-out reactions" in out and "unseen molecules" in out
+    for label in ("Hessian MAE [eV/Å²]", "lowest eigenvalue MAE", "|cos| lowest eigenvector",
+                  "n_neg agreement", "MACE autograd", "HIP shipped", "HIP +3 steps"):  # fmt: skip
+        assert label in out, label
+    for kind in ("ts", "irc", "minimum", "thermal", "all"):
+        assert any(line.split()[:1] == [kind] for line in out.splitlines()), kind
+    assert 'hip_head.load("pretrained")' in out
+    (run,) = [p for p in (tmp_path / "demo").iterdir() if p.is_dir()]
     assert (run / "parity.png").stat().st_size > 10_000
     assert (run / "hip_model.pt").is_file()
+    # it continued the given HIP (same head), it did not wrap a new one
+    tuned, given = hip_head.load(run / "hip_model.pt"), hip_head.load(start.model_path)
+    assert str(tuned.readout.hidden_irreps) == str(given.readout.hidden_irreps)
+
+
+def test_max_minutes_stops_training(assets, tmp_path):
+    """train.max_minutes ends a run before max_steps and still saves the model."""
+    from hip_head.finetune.train import run_finetune
+
+    config = tiny_config(
+        assets, tmp_path / "timed", train={"max_steps": 100_000, "max_minutes": 0.05}
+    )
+    result = run_finetune(config)
+    assert 0 < result.global_step < 100_000
+    assert result.seconds < 60 and result.model_path.is_file()
+    with pytest.raises(ConfigError, match="max_minutes"):
+        tiny_config(assets, tmp_path / "bad", train={"max_minutes": 0})

@@ -18,13 +18,14 @@ import torch
 pytest.importorskip("mace")
 
 import hip_head  # noqa: E402
+from hip_head.assets import dataset_path  # noqa: E402
 
 pytestmark = pytest.mark.mace
 
 ASSETS = Path(hip_head.__file__).resolve().parent / "assets"
 MODEL = ASSETS / "mace_pretrained.model"
 META = ASSETS / "mace_pretrained.json"
-DB = ASSETS / "default_xtb.db"
+DB = dataset_path("default_xtb.db")
 REGENERATE = "run `.venv/bin/python scripts/pretrain_mace.py` (about 20 min on 2 CPU cores)"
 
 
