@@ -62,6 +62,7 @@ __all__ = [
     "split_by_molecule",
     "validate_sample",
     "write_ase_db",
+    "write_compact_db",
     "write_extxyz",
     "write_horm_lmdb",
 ]
@@ -803,6 +804,32 @@ def compact_database(path: str | os.PathLike, page_size: int = 1024) -> int:
     finally:
         connection.close()
     return os.path.getsize(path)
+
+
+def write_compact_db(
+    samples: Iterable[HessianSample],
+    path: str | os.PathLike,
+    key_value_pairs: Callable[[HessianSample], dict[str, Any]] | None = None,
+) -> int:
+    """Write a fresh, compact database: float32 upper-triangle Hessians, 1 kB pages.
+
+    Written to ``<path>.tmp`` and renamed over ``path``, so an existing file is replaced, never
+    appended to, and a crash leaves no half-written file.
+
+    Returns:
+        The number of rows written.
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    count = write_ase_db(
+        samples, tmp, np.float32, key_value_pairs=key_value_pairs, hessian_layout="triu"
+    )
+    compact_database(tmp)
+    os.replace(tmp, path)
+    return count
 
 
 def write_ase_db(

@@ -184,7 +184,7 @@ def main_reactions(argv: Sequence[str] | None = None) -> int:
     every reaction, every attempt and every failure next to it. Resumable: per-molecule
     results are cached under ``--work``.
     """
-    from hip_head.finetune.data import compact_database, write_ase_db
+    from hip_head.finetune.data import write_compact_db
     from hip_head.finetune.jobs import run_cached
 
     parser = argparse.ArgumentParser(
@@ -222,22 +222,16 @@ def main_reactions(argv: Sequence[str] | None = None) -> int:
         for s in r["samples"]:
             s.meta["reaction"] = f"{i}:{s.meta['reaction']}"
             samples.append(s)
-    if samples:  # a fresh file each run (written aside, then renamed over --out)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        write_ase_db(
+    if samples:  # a fresh file each run
+        write_compact_db(
             samples,
-            tmp,
-            hessian_dtype=np.float32,
-            hessian_layout="triu",
+            args.out,
             key_value_pairs=lambda s: {
                 "molecule": s.meta["molecule"],
                 "kind": s.meta["kind"],
                 "reaction": s.meta["reaction"],
             },
         )
-        compact_database(tmp)
-        tmp.replace(args.out)
     report = [
         {k: r[k] for k in ("smiles", "reactions", "attempts", "dropped_frames", "failure")}
         for r in results

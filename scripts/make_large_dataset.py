@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_default_dataset import SEED  # noqa: E402
 
@@ -69,21 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from hip_head.finetune.data import compact_database, write_ase_db
+    from hip_head.finetune.data import write_compact_db
     from hip_head.finetune.jobs import run_cached
 
     results = run_cached(dict(enumerate((s,) for s in MOLECULES)), build_molecule, args.work,
                          args.workers)  # fmt: skip
     samples = [s for r in results for s in r["samples"]]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    write_ase_db(
-        samples, tmp, hessian_dtype=np.float32, hessian_layout="triu",
+    write_compact_db(
+        samples, args.out,
         key_value_pairs=lambda s: {k: s.meta[k] for k in ("split", "molecule", "kind")},
     )  # fmt: skip
-    compact_database(tmp)
-    tmp.replace(args.out)
     print(f"wrote {args.out}: {len(samples)} frames of {len(results)} molecules")
     return 0
 

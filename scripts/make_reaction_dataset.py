@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from hip_head.finetune.data import compact_database, write_ase_db
+    from hip_head.finetune.data import write_compact_db
     from hip_head.finetune.jobs import run_cached
     from hip_head.finetune.reaction_data import build_reactions
     from hip_head.finetune.reactions import REACTION_KINDS, ReactionSettings, deduplicate
@@ -230,14 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                 by_reaction.setdefault(rid, []).append(sample)
         for frames in by_reaction.values():
             samples += thin_thermal(frames, rng)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    write_ase_db(
+    write_compact_db(
         samples,
-        tmp,
-        hessian_dtype=np.float32,
-        hessian_layout="triu",
+        args.out,
         key_value_pairs=lambda s: {
             "split": s.meta["split"],
             "molecule": s.meta["smiles"],
@@ -245,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
             "reaction": s.meta["reaction"],
         },
     )
-    compact_database(tmp)
-    tmp.replace(args.out)
     report = {
         "frames": len(samples),
         "reactions": distinct,
