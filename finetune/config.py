@@ -147,6 +147,9 @@ class LossConfig:
         hessian: entrywise Hessian weight (upstream 10).
         subspace: weight of the lowest-eigenpair subspace loss (0: off).
         subspace_k: eigenpairs in the subspace loss.
+        subspace_basis: ``"cartesian"`` (lowest eigenpairs of the raw label Hessian) or
+            ``"vibrational"`` (of the mass-weighted, Eckart-projected one: the modes that set
+            the saddle index).
         hessian_kind: ``"mae"`` or ``"mse"``.
         hessian_normalization: ``"entry"`` or ``"molecule"``.
         autograd_rows: Hessian rows per structure in ``target: autograd`` mode (HORM style,
@@ -158,6 +161,7 @@ class LossConfig:
     hessian: float = 10.0
     subspace: float = 0.0
     subspace_k: int = 8
+    subspace_basis: Literal["cartesian", "vibrational"] = "cartesian"
     hessian_kind: Literal["mae", "mse"] = "mae"
     hessian_normalization: Literal["entry", "molecule"] = "entry"
     autograd_rows: int = 4

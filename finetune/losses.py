@@ -14,6 +14,10 @@ Upstream HIP (see ``shared/research/hip_upstream.md`` §2.1–2.3):
 - subspace ("eigen") loss: per molecule ``D = V_kᵀ Ĥ V_k − diag(Λ_k)`` with (Λ_k, V_k) the k
   lowest eigenpairs of the **raw** Cartesian label Hessian (constants, no backprop through
   eigh), ``dist(D)`` averaged over molecules;
+- here also in the **vibrational** basis (:func:`vibrational_eigenpairs`): the lowest
+  eigenpairs of the mass-weighted, Eckart-projected label Hessian, the modes whose sign sets
+  the saddle index (the raw spectrum's lowest pairs at a stationary point are mostly the
+  zero translations and rotations);
 - default total ``1·MAE_E + 25·MAE_F + 10·MAE_H``.
 """
 
@@ -41,6 +45,7 @@ __all__ = [
     "hessian_metrics",
     "lowest_eigenpairs",
     "subspace_loss",
+    "vibrational_eigenpairs",
     "total_loss",
 ]
 
@@ -384,6 +389,73 @@ def subspace_loss(
     return per.mean()
 
 
+@torch.no_grad()
+def vibrational_eigenpairs(
+    target_flat: torch.Tensor,
+    atoms_per_graph: CountsLike,
+    positions: torch.Tensor,
+    atomic_numbers: torch.Tensor,
+    k: int | None = 4,
+) -> EigenTargets:
+    """The k lowest vibrational eigenpairs of each label Hessian, as subspace-loss targets.
+
+    Per structure: mass-weight the (symmetrised) label Hessian, ``M^-1/2 H M^-1/2`` (masses from
+    ``ase.data.atomic_masses``), restrict it to the vibrational subspace of
+    :func:`hip_head.vibrations.eckart_projector` (3N − 6 modes, 3N − 5 linear) and keep its k
+    lowest eigenpairs (λ_i, q_i). The stored vectors are ``u_i = M^-1/2 q_i``, so that
+    :func:`subspace_loss` computes ``u_iᵀ Ĥ u_j = q_iᵀ (M^-1/2 Ĥ M^-1/2) q_j``: the predicted
+    Hessian in the label's own normal-mode basis, compared with ``diag(λ)``. These are the
+    eigenvalues whose signs give the saddle index (the same ones :func:`hessian_metrics` reports
+    as ``eckart_*``); the vectors are M-orthonormal, not orthonormal.
+
+    Args:
+        target_flat: [Σ_g (3N_g)²] label Hessian, eV/Å².
+        atoms_per_graph: [B] atom counts N_g.
+        positions: [Σ_g N_g, 3] positions of the batch, Å.
+        atomic_numbers: [Σ_g N_g] atomic numbers.
+        k: modes kept per structure, k_g = min(k, number of vibrational modes); ``None`` keeps
+            all of them.
+
+    Returns:
+        :class:`EigenTargets` with ``values`` in eV/Å²/amu and ``vectors`` in amu^-1/2.
+    """
+    target_flat = target_flat.detach().reshape(-1)
+    counts = _counts_tensor(atoms_per_graph, target_flat.device)
+    count_list = counts.tolist()
+    blocks = split_flat(target_flat.cpu().to(torch.float64), count_list)
+    pos = positions.detach().cpu().to(torch.float64).numpy().reshape(-1, 3)
+    z = atomic_numbers.detach().cpu().numpy().reshape(-1).astype(int)
+    if pos.shape[0] != sum(count_list) or z.shape[0] != sum(count_list):
+        raise ValueError(
+            f"positions/atomic_numbers hold {pos.shape[0]}/{z.shape[0]} atoms, the Hessians "
+            f"{sum(count_list)}"
+        )
+    pairs = []
+    start = 0
+    for g, n in enumerate(count_list):
+        masses = atomic_masses[z[start : start + n]]
+        proj = eckart_projector(pos[start : start + n], masses)
+        start += n
+        pw, qw = np.linalg.eigh(proj)
+        basis = qw[:, pw > 0.5]  # [3N, M] orthonormal vibrational basis (mass-weighted)
+        inv_sqrt_m = 1.0 / np.sqrt(np.repeat(masses, 3))
+        h = blocks[g].numpy()
+        h = 0.5 * (h + h.T) * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
+        values, modes = np.linalg.eigh(_sym(basis.T @ h @ basis))
+        kg = values.shape[0] if k is None else min(int(k), values.shape[0])
+        vectors = inv_sqrt_m[:, None] * (basis @ modes[:, :kg])
+        pairs.append(
+            (
+                torch.as_tensor(values[:kg], dtype=target_flat.dtype, device=target_flat.device),
+                torch.as_tensor(vectors, dtype=target_flat.dtype, device=target_flat.device),
+            )
+        )
+    if not pairs:
+        z0 = target_flat.new_zeros
+        return EigenTargets(z0(0, 0), z0(0, 0, 0), torch.zeros(0, 0, dtype=torch.bool), counts)
+    return EigenTargets._from_pairs(pairs, counts)
+
+
 # ------------------------------------------------------------------------------ total loss
 @dataclass
 class LossWeights:
@@ -401,6 +473,9 @@ class LossWeights:
         hessian_kind: ``"mae"`` or ``"mse"``.
         hessian_normalization: ``"entry"`` (upstream) or ``"molecule"``.
         subspace_dist: ``"mae"``, ``"mse"`` or ``"frosq"``.
+        subspace_basis: ``"cartesian"`` (the lowest eigenpairs of the raw label Hessian,
+            eV/Å²) or ``"vibrational"`` (of the mass-weighted, Eckart-projected label Hessian,
+            eV/Å²/amu; :func:`vibrational_eigenpairs`; needs positions and atomic numbers).
     """
 
     energy: float = 1.0
@@ -411,6 +486,7 @@ class LossWeights:
     hessian_kind: str = "mae"
     hessian_normalization: str = "entry"
     subspace_dist: str = "mae"
+    subspace_basis: str = "cartesian"
     energy_kind: str = "mae"
     forces_kind: str = "mae"
     energy_per_atom: bool = False
@@ -431,6 +507,8 @@ def total_loss(
     atoms_per_graph: CountsLike,
     weights: LossWeights | None = None,
     eigen_targets: EigenTargets | None = None,
+    positions: torch.Tensor | None = None,
+    atomic_numbers: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the energy, force, entrywise Hessian and subspace terms.
 
@@ -443,7 +521,10 @@ def total_loss(
         atoms_per_graph: [B] atom counts N_g.
         weights: :class:`LossWeights` (default: E 1, F 25, H 10, subspace 0).
         eigen_targets: precomputed label eigenpairs for the subspace term; computed from
-            ``target["hessian"]`` (k = ``weights.subspace_k``) when None.
+            ``target["hessian"]`` (k = ``weights.subspace_k``, in ``weights.subspace_basis``)
+            when None.
+        positions: [N, 3] positions, Å (needed by the ``"vibrational"`` subspace basis).
+        atomic_numbers: [N] atomic numbers (likewise).
 
     Returns:
         (total scalar with grad, dict of detached components ``"energy"``, ``"forces"``,
@@ -480,7 +561,20 @@ def total_loss(
     if w.subspace > 0:
         if eigen_targets is None:
             _require(pred, target, "hessian", "subspace", w.subspace)
-            eigen_targets = lowest_eigenpairs(target["hessian"], atoms_per_graph, w.subspace_k)
+            if w.subspace_basis == "vibrational":
+                if positions is None or atomic_numbers is None:
+                    raise ValueError(
+                        "the vibrational subspace basis needs positions and atomic_numbers"
+                    )
+                eigen_targets = vibrational_eigenpairs(
+                    target["hessian"], atoms_per_graph, positions, atomic_numbers, w.subspace_k
+                )
+            elif w.subspace_basis == "cartesian":
+                eigen_targets = lowest_eigenpairs(target["hessian"], atoms_per_graph, w.subspace_k)
+            else:
+                raise ValueError(
+                    f"subspace_basis must be 'cartesian' or 'vibrational', got {w.subspace_basis!r}"
+                )
         elif pred.get("hessian") is None:
             _require(pred, {"hessian": True}, "hessian", "subspace", w.subspace)
         terms["subspace"] = (

@@ -218,6 +218,7 @@ class HIPLightningModule(pl.LightningModule):
             hessian=lo.hessian,
             subspace=lo.subspace if target == "head" else 0.0,
             subspace_k=lo.subspace_k,
+            subspace_basis=lo.subspace_basis,
             hessian_kind=lo.hessian_kind,
             hessian_normalization=lo.hessian_normalization,
         )
@@ -310,13 +311,15 @@ class HIPLightningModule(pl.LightningModule):
             feats = features.node_feats.detach()
             blocks = self.model.readout(feats, graph).to(feats.dtype)
             pred = {"energy": features.energy, "hessian": self.model._format(blocks, graph, "flat")}
-            return weighted_loss(pred, labels, counts, w)
+            return weighted_loss(
+                pred, labels, counts, w, None, graph.positions, graph.atomic_numbers
+            )
         pred = self.model(
             graph,
             compute_forces=w.forces > 0,
             compute_hessian=w.hessian > 0 or w.subspace > 0,
         )
-        return weighted_loss(pred, labels, counts, w)
+        return weighted_loss(pred, labels, counts, w, None, graph.positions, graph.atomic_numbers)
 
     # -------------------------------------------------------------- steps
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

@@ -362,39 +362,14 @@ def _sella_irc(
 def _steepest_descent(
     ts: Atoms, mode: np.ndarray, sign: float, settings: ReactionSettings
 ) -> tuple[list[np.ndarray], list[float]]:
-    """Mass-weighted steepest descent from ``ts + sign * mode_step * mode``.
+    """Mass-weighted steepest descent (:func:`hip_head.chem.irc.steepest_descent`) on xTB from
+    ``ts + sign * mode_step * mode``, until ``descent_fmax`` or ``descent_steps``."""
+    from hip_head.chem.irc import steepest_descent
 
-    Adaptive Euler steps of length ``ds`` in mass-weighted coordinates (amu^½ Å): a step that
-    raises the energy is undone and ``ds`` halved; an accepted one grows ``ds`` by 1.2 (up to
-    0.3). Stops below ``descent_fmax`` or after ``descent_steps`` steps.
-    """
     work = _bare(ts)
     work.calc = _xtb_calc(ts, XTB_METHOD, XTB_ACCURACY)
-    sqrt_m = np.sqrt(np.repeat(ts.get_masses(), 3))
-    x = ts.get_positions().ravel() + sign * settings.mode_step * mode.ravel()
-    work.set_positions(x.reshape(-1, 3))
-    energy = float(work.get_potential_energy())
-    forces = work.get_forces().ravel()
-    positions, energies = [x.reshape(-1, 3).copy()], [energy]
-    ds = 0.1
-    for _ in range(settings.descent_steps):
-        if np.linalg.norm(forces.reshape(-1, 3), axis=1).max() < settings.descent_fmax:
-            break
-        g_mw = -forces / sqrt_m
-        trial = x - ds * (g_mw / np.linalg.norm(g_mw)) / sqrt_m
-        work.set_positions(trial.reshape(-1, 3))
-        trial_energy = float(work.get_potential_energy())
-        if trial_energy > energy:
-            ds *= 0.5
-            if ds < 1e-4:
-                break
-            continue
-        x, energy = trial, trial_energy
-        forces = work.get_forces().ravel()
-        positions.append(x.reshape(-1, 3).copy())
-        energies.append(energy)
-        ds = min(1.2 * ds, 0.3)
-    return positions, energies
+    start = ts.get_positions() + sign * settings.mode_step * mode.reshape(-1, 3)
+    return steepest_descent(work, start, settings.descent_fmax, settings.descent_steps)
 
 
 def descend(

@@ -8,6 +8,9 @@
   time the head against the autograd Hessian (seconds).
 - ``hip finetune``, ``hip data label``, ``hip data sample``, ``hip data reactions``: see
   their ``--help``.
+- Chemistry with a HIP (:mod:`hip_head.chem`): ``hip predict``, ``hip vib``, ``hip rate``,
+  ``hip ts``, ``hip irc``, ``hip opt``; each takes ``--model`` (default: the shipped trained
+  HIP) and has its own ``--help``.
 """
 
 from __future__ import annotations
@@ -72,15 +75,47 @@ def demo(molecule_name: str = "CH3CH2OH", seed: int = 0) -> int:
     return 0
 
 
+#: Commands with their own argument parser: name -> (module, function, one-line help).
+DELEGATED_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "finetune": (
+        "hip_head.finetune.train",
+        "main_finetune",
+        "fine-tune a pretrained MLIP into a HIP: `hip finetune CONFIG`",
+    ),
+    "predict": (
+        "hip_head.chem.properties",
+        "main_predict",
+        "energy, max force, frequencies, ZPE and saddle index of a structure",
+    ),
+    "vib": (
+        "hip_head.chem.properties",
+        "main_vib",
+        "frequency table, stick spectrum and normal-mode trajectories",
+    ),
+    "rate": (
+        "hip_head.chem.thermo",
+        "main_rate",
+        "free-energy barrier and Eyring rate from a reactant minimum and a TS",
+    ),
+    "ts": ("hip_head.chem.ts", "main_ts", "find and verify a transition state (Sella + IRC)"),
+    "irc": ("hip_head.chem.irc", "main_irc", "intrinsic reaction coordinate from a TS"),
+    "opt": ("hip_head.chem.optimize", "main_opt", "optimise a structure with the model Hessian"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hip`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["finetune"]:  # its own parser (options before any positional argument)
-        from hip_head.finetune.train import main_finetune
+    if argv[:1] and argv[0] in DELEGATED_COMMANDS:  # their own parsers
+        import importlib
 
-        return main_finetune(argv[1:])
+        module, function, _ = DELEGATED_COMMANDS[argv[0]]
+        return int(getattr(importlib.import_module(module), function)(argv[1:]))
     parser = argparse.ArgumentParser(prog="hip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, _, help_text) in DELEGATED_COMMANDS.items():
+        delegated = sub.add_parser(name, help=f"{help_text} (see `hip {name} --help`)")
+        delegated.add_argument("rest", nargs=argparse.REMAINDER)
     p_demo = sub.add_parser(
         "demo", help="the shipped HIP vs its backbone's autograd Hessian on held-out reactions"
     )
@@ -104,12 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reactions: GFN2-xTB transition states and reaction frames of molecules (SMILES)",
     )
     p_data.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
-    p_ft = sub.add_parser(
-        "finetune",
-        help="fine-tune a pretrained MLIP into a HIP: `hip finetune CONFIG` (see --help)",
-        add_help=False,
-    )
-    p_ft.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of hip finetune")
     args = parser.parse_args(argv)
     if args.command == "demo" and args.wrap_only:
         return demo(args.molecule, args.seed)

@@ -25,3 +25,8 @@ class DenseHessianTooLargeError(HIPError, MemoryError):
 
 class MissingBackboneError(HIPError, ImportError):
     """The backbone library an adapter needs is not installed."""
+
+
+class ChemistryError(HIPError, ValueError):
+    """A chemistry request that cannot be carried out as asked (the message says why): e.g. a
+    "transition state" whose saddle index is not 1, or ends with different atoms."""

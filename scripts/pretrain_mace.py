@@ -392,6 +392,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "docs/pretrained.md",
         help="the description stored in the json",
     )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this MACE model's weights (mace_run_train --foundation_model; same "
+        "architecture, plain fine-tuning without a replay head) instead of random weights",
+    )
+    p.add_argument("--lr", type=float, default=None, help="stage-one learning rate")
     p.add_argument("--quick", action="store_true", help="3 epochs (a smoke test)")
     p.add_argument(
         "--skip-training", action="store_true", help="only re-evaluate an existing --out model"
@@ -433,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         log_path.write_text("")
         env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
         start_swa = args.epochs - args.stage_two_epochs
+        extra: dict[str, Any] = {}
+        if args.init is not None:
+            extra["foundation_model"] = args.init.resolve()
+        if args.lr is not None:
+            extra["lr"] = args.lr
         log(
             f"mace_run_train: {args.epochs} epochs (stage two from epoch {start_swa}), "
             f"{args.dtype}, log {log_path}"
@@ -440,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         timeout = None if args.max_minutes is None else 60.0 * args.max_minutes
         stopped = run_mace(
-            mace_arguments(work, args.epochs, args.dtype, elements, {"start_swa": start_swa}),
+            mace_arguments(
+                work, args.epochs, args.dtype, elements, {"start_swa": start_swa, **extra}
+            ),
             log_path,
             timeout,
             env,
@@ -452,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             discard_unreadable_checkpoints(work)
             kept = checkpoint_epochs(work)
             # rerun with no epochs left: MACE reloads the latest (best) checkpoint and saves
-            finalize: dict[str, Any] = {"restart_latest": True}
+            finalize: dict[str, Any] = {"restart_latest": True, **extra}
             if kept[True]:
                 last = kept[True][-1]
                 finalize["start_swa"] = min(start_swa, last - 1)  # must stay < max epochs
@@ -482,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             "mace_run_train_options": {
                 **ARCHITECTURE,
                 **TRAINING,
+                **{k: str(v) for k, v in extra.items()},
                 "max_num_epochs": args.epochs,
                 "default_dtype": args.dtype,
                 "atomic_numbers": elements,

@@ -18,6 +18,7 @@ from hip_head.finetune.losses import (
     lowest_eigenpairs,
     subspace_loss,
     total_loss,
+    vibrational_eigenpairs,
 )
 from hip_head.vibrations import eckart_projector
 
@@ -277,3 +278,42 @@ def test_metrics_detect_sign_flip_eckart():
     assert m["eckart_eigvec1_cos"] == pytest.approx(1.0)
     # congruence keeps the inertia: the raw count sees the flip too
     assert m["n_neg_agree"] == pytest.approx(0.5)
+
+
+def test_vibrational_eigenpairs_are_the_eckart_spectrum():
+    hs, counts, pos, z, _, vib = _real_batch()
+    flat = torch.cat([h.reshape(-1) for h in hs])
+    et = vibrational_eigenpairs(flat, counts, pos, z, k=None)
+    assert et.k_per_graph.tolist() == [3, 9]  # 3N - 6 modes each
+    for (values, vectors), (_, lam, sqrt_m), h in zip(et.per_structure_pairs(), vib, hs):
+        np.testing.assert_allclose(values.numpy(), lam, atol=1e-10)
+        # u_i = M^-1/2 q_i: M-orthonormal, and uᵀ H u = diag(λ)
+        m = torch.tensor(sqrt_m**2)
+        torch.testing.assert_close(vectors.T @ (m[:, None] * vectors), torch.eye(len(lam)).double())
+        torch.testing.assert_close(vectors.T @ h @ vectors, torch.diag(values))
+    # the exact label gives zero loss; the lowest-mode sign flip (a spurious TS) does not
+    assert subspace_loss(flat, counts, et).item() == pytest.approx(0.0, abs=1e-10)
+    basis, lam, sqrt_m = vib[0]
+    lam_f = lam.copy()
+    lam_f[0] = -lam[0]
+    flipped = torch.tensor(sqrt_m[:, None] * sqrt_m[None, :] * ((basis * lam_f) @ basis.T))
+    pred = torch.cat([flipped.reshape(-1), hs[1].reshape(-1)])
+    et2 = vibrational_eigenpairs(flat, counts, pos, z, k=2)
+    expected = (2 * lam[0]) / 4 / 2  # one of 2x2 entries off by 2λ₀ in H2O, CH4 exact
+    assert subspace_loss(pred, counts, et2).item() == pytest.approx(expected)
+
+
+def test_total_loss_vibrational_basis_needs_positions():
+    hs, counts, pos, z, _, _ = _real_batch()
+    flat = torch.cat([h.reshape(-1) for h in hs])
+    pred = {"hessian": flat * 1.1}
+    target = {"hessian": flat}
+    w = LossWeights(0.0, 0.0, 0.0, 1.0, 3, subspace_basis="vibrational")
+    with pytest.raises(ValueError, match="positions"):
+        total_loss(pred, target, counts, w)
+    total, parts = total_loss(pred, target, counts, w, positions=pos, atomic_numbers=z)
+    et = vibrational_eigenpairs(flat, counts, pos, z, k=3)
+    assert total.item() == pytest.approx(subspace_loss(flat * 1.1, counts, et).item())
+    assert total.item() > 0
+    with pytest.raises(ValueError, match="subspace_basis"):
+        total_loss(pred, target, counts, LossWeights(0, 0, 0, 1, subspace_basis="x"))

@@ -1,0 +1,1 @@
+"""Chemistry with a HIP: thermochemistry and rates, optimisation, transition-state search, IRC."""
