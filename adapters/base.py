@@ -24,8 +24,17 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from hip_head._e3nn import o3
-from hip_head.errors import MissingBackboneError, NoAdapterError, UnsupportedElementError
+from hip_head.errors import (
+    InvalidArgumentError,
+    IrrepsContractError,
+    MissingBackboneError,
+    NoAdapterError,
+    UnsupportedElementError,
+)
 from hip_head.graph import AtomicGraph
+
+#: Largest l the Hessian head reads from node features.
+MAX_NODE_L = 2
 
 
 @dataclass
@@ -71,6 +80,15 @@ class BackboneAdapter(nn.Module, ABC):
     @abstractmethod
     def node_irreps(self) -> Any:
         """e3nn ``Irreps`` of the node features ``forward`` returns (l <= 2)."""
+
+    @property
+    def feature_dim(self) -> int | None:
+        """Width of the ``node_feats`` that ``forward`` returns, derived from the backbone's own
+        configuration (not from ``node_irreps``), or None when the adapter does not declare it.
+
+        :func:`check_irreps_contract` demands that it equals ``node_irreps.dim``.
+        """
+        return None
 
     @property
     def supported_atomic_numbers(self) -> list[int] | None:
@@ -146,13 +164,55 @@ def filter_irreps(irreps: Any, lmax: int = 2) -> tuple[Any, torch.Tensor]:
     return o3().Irreps(kept), index
 
 
+def check_irreps_contract(adapter: BackboneAdapter) -> None:
+    """Check, once before any forward pass, that an adapter's node irreps suit the head.
+
+    The contract: ``node_irreps`` is an e3nn ``Irreps`` (or a string of one) with every l <=
+    :data:`MAX_NODE_L`, at least one ``0e`` scalar, and, when the adapter declares
+    :attr:`BackboneAdapter.feature_dim`, a dimension equal to it.
+
+    Args:
+        adapter: the constructed adapter.
+
+    Raises:
+        IrrepsContractError: naming the adapter class and every broken clause.
+    """
+    owner = f"{type(adapter).__module__}.{type(adapter).__qualname__}"
+    try:
+        irreps = o3().Irreps(adapter.node_irreps)
+    except (ValueError, TypeError, AssertionError) as exc:
+        raise IrrepsContractError(
+            f"{owner}.node_irreps = {adapter.node_irreps!r} is not an e3nn Irreps: {exc}"
+        ) from exc
+    problems = []
+    too_high = [str(ir) for _, ir in irreps if ir.l > MAX_NODE_L]
+    if too_high:
+        problems.append(
+            f"irreps with l > {MAX_NODE_L} ({', '.join(too_high)}); drop them, e.g. with "
+            f"hip_head.adapters.filter_irreps(irreps, lmax={MAX_NODE_L})"
+        )
+    if not any(ir.l == 0 and ir.p == 1 and mul > 0 for mul, ir in irreps):
+        problems.append("no 0e scalars (the head needs at least one)")
+    width = adapter.feature_dim
+    if width is not None and width != irreps.dim:
+        problems.append(
+            f"it declares node features of width feature_dim = {width}, but the irreps have "
+            f"dim {irreps.dim}"
+        )
+    if problems:
+        raise IrrepsContractError(
+            f"{owner} breaks the node irreps contract: node_irreps = {irreps}: "
+            + "; ".join(problems)
+        )
+
+
 _REGISTRY: dict[str, type[BackboneAdapter]] = {}
 
 
 def register(cls: type[BackboneAdapter]) -> type[BackboneAdapter]:
     """Class decorator: add an adapter to the registry under ``cls.name``."""
     if not cls.name:
-        raise ValueError(f"{cls.__name__} must set the class attribute `name`")
+        raise InvalidArgumentError(f"{cls.__name__} must set the class attribute `name`")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -190,8 +250,8 @@ def find_adapter(model: nn.Module, adapter: str | type[BackboneAdapter] = "auto"
             return cls
     raise NoAdapterError(
         f"no adapter handles a model of type {type(model).__module__}.{type(model).__qualname__}; "
-        f"registered adapters: {', '.join(sorted(registry))}. Write one in under 50 lines: "
-        "see docs/adapters.md"
+        f"registered adapters: {', '.join(sorted(registry))}. Write one with the shared "
+        "helpers of hip_head.adapters: see docs/adapters.md"
     )
 
 

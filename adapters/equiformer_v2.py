@@ -12,17 +12,14 @@ any ``DistributedDataParallel`` / ``OCPDataParallel`` with ``.module``).
 How it runs: on a *view* of the model, a shallow copy sharing every parameter and buffer (the
 model is never modified), in which
 
-* the neighbour list is fairchem's own ``radius_graph_pbc`` (same cutoff, same periodic images,
-  same ``max_neighbors`` truncation as the model) but the edge vectors are rebuilt from
-  ``graph.positions`` and the cell in the positions' dtype (fairchem adds its periodic offsets in
-  float32), so the energy is differentiable in the positions;
-* the edge frames and Wigner-D matrices keep their gradient. fairchem 1.x ``detach()``-es both
-  (``init_edge_rot_mat`` and ``SO3_Rotation.set_wigner``), so autograd through the bare model
-  gives only the distance part of dE/dr, not the forces. The view uses fairchem's own frame
-  (value unchanged, bit for bit) and attaches the derivative of a smooth frame with the same edge
-  axis; the Wigner matrix of a rotation R is differentiated as D(R) = D(R R0ᵀ R1) D(R1)ᵀ D(R0)
-  (R0 = R held fixed, R1 a fixed generic rotation), which avoids the gimbal-lock singularity of
-  fairchem's Euler angles (an edge along ±y) and is exact to all orders;
+* the neighbour list is fairchem's own ``radius_graph_pbc`` (not hip-head's
+  :func:`~hip_head.adapters.neighbor_edges`: the model's energy depends on *which* neighbours its
+  ``max_neighbors`` truncation keeps, and only fairchem's own search reproduces that choice), but
+  the edge vectors are rebuilt from ``graph.positions`` and the cell in the positions' dtype
+  (fairchem adds its periodic offsets in float32), so the energy is differentiable in them;
+* the edge frames and Wigner-D matrices keep their gradient, which fairchem 1.x ``detach()``-es
+  (:mod:`hip_head.adapters._equiformer_v2_frames`: values bit for bit fairchem's, derivatives
+  exact, no gimbal-lock singularity for edges along ±y);
 * only the energy is computed (no direct-force head), and the node embedding is recorded.
 
 Forces: EquiformerV2 1.x predicts forces *directly* (a separate attention head, not -dE/dr; no
@@ -33,11 +30,9 @@ model). The model's own direct forces are :meth:`EquiformerV2Adapter.direct_forc
 taken through the model's own graph generation.
 
 Node features: the final (normalised) node embedding [N, (lmax+1)^2, C], coefficients l-major
-with m = -l..l. Fitting the matrix that acts on each l block under rotations shows that
-fairchem's real spherical-harmonic basis *equals* e3nn's (l = 1 in e3nn's (x, y, z) order, l = 2
-identical too; fairchem's Wigner matrices are e3nn 0.4's): the conversion is only the transpose to
-e3nn's multiplicity-major layout, ``feats[:, c*(2l+1) + m] = emb[:, l*l + m, c]``, giving
-``C x 0e + C x 1o + C x 2e``.
+with m = -l..l. fairchem's real spherical-harmonic basis *equals* e3nn's (fitted under rotations;
+fairchem's Wigner matrices are e3nn 0.4's), so :func:`~hip_head.adapters.l_major_to_e3nn` only
+transposes to e3nn's multiplicity-major layout: ``C x 0e + C x 1o + C x 2e``.
 
 Parity: SO(2) convolutions over edge frames: SO(3)- but not O(3)-equivariant, ``parity = False``.
 
@@ -54,30 +49,38 @@ Units: the energy is the model's output as is. fairchem 1.x trainers apply their
 (``target_mean`` / ``target_std``) and element references *outside* the model: for such a
 checkpoint the raw output is not in eV until those are applied.
 
-dtype: fairchem 1.x builds some tensors in torch's default dtype; calls run with the default dtype
-temporarily set to the positions' dtype (process-wide, restored afterwards).
+dtype: fairchem 1.x allocates some tensors in torch's default dtype. The adapter's views compute
+the Wigner matrices in the positions' dtype themselves; the default dtype is set to the positions'
+only for the single fairchem calls that need it (``radius_graph_pbc``'s truncation, and the
+unmodified model in ``native_energy_forces`` / ``direct_forces``), then restored.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import types
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from hip_head._e3nn import o3
+from hip_head.errors import InvalidArgumentError
 from hip_head.graph import AtomicGraph
 
-from .base import BackboneAdapter, BackboneOutput, class_path_matches, import_backbone, register
-from .uma import _Tap  # runs a module and records its output as store["backbone"]
+from ._common import (
+    FeatureTap,
+    SphericalEmbeddingAdapter,
+    default_dtype,
+    gradient_energy_forces,
+    seeded,
+    tree_view,
+)
+from ._equiformer_v2_frames import PACKAGE as _PACKAGE
+from ._equiformer_v2_frames import edge_frames, import_fairchem, set_wigner
+from .base import BackboneOutput, class_path_matches, import_backbone, register
 
 __all__ = ["EquiformerV2Adapter", "make_random_equiformer_v2"]
 
-_PACKAGE = "fairchem.core.models.equiformer_v2"
 #: The monolithic model (the module moved to ``equiformer_v2_deprecated`` in fairchem-core 1.1).
 MODEL_CLASSES = {
     f"{_PACKAGE}.equiformer_v2_deprecated.EquiformerV2",
@@ -87,150 +90,42 @@ HYDRA_CLASSES = {"fairchem.core.models.base.HydraModel"}
 #: Backbones (subclasses such as the DeNS backbone are matched through the MRO).
 BACKBONE_CLASSES = {f"{_PACKAGE}.equiformer_v2.EquiformerV2Backbone"}
 
-#: A fixed rotation far from the Euler-angle singularity (beta = 0, pi) of fairchem's Wigner-D.
-_GENERIC_ANGLES = (0.3, 1.2, -0.7)
+ROTATION_CLASSES = {f"{_PACKAGE}.so3.SO3_Rotation"}
 
 
-def _import_fairchem(module: str) -> types.ModuleType:
-    """Import ``module`` from fairchem-core 1.x, or raise a :class:`MissingBackboneError`."""
-    return import_backbone(module, "fairchem-core 1.x", "eqv2")
+def _fairchem_dtype(dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """Torch's default dtype set to ``dtype`` for one call into fairchem 1.x code that needs it.
 
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Temporarily make ``dtype`` torch's default (fairchem 1.x allocates some tensors in it)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-# ====================================================================== differentiable frames
-def _wigner_blocks(rotation: torch.Tensor, lmax: int) -> list[torch.Tensor]:
-    """fairchem's Wigner-D blocks of rotations, differentiable and in their dtype.
-
-    The computation of ``SO3_Rotation.RotationToWignerDMatrix`` (Euler angles in e3nn's
-    convention, then e3nn 0.4's ``wigner_D``) without its ``detach()`` and default-dtype buffer.
-
-    Args:
-        rotation: [E, 3, 3] rotation matrices (fairchem's edge frames).
-        lmax: largest l.
-
-    Returns:
-        lmax + 1 tensors [E, 2l+1, 2l+1].
+    Two fairchem 1.x functions allocate in the default dtype and then mix in the positions'
+    dtype: ``SO3_Rotation.set_wigner`` (run by the unmodified model only; the adapter's views
+    replace it) and ``radius_graph_pbc``'s ``max_neighbors`` truncation. Only those calls enter
+    this context; the default dtype is restored right after each.
     """
-    wigner_d = _import_fairchem(f"{_PACKAGE}.wigner").wigner_D
-    axis = rotation @ rotation.new_tensor([0.0, 1.0, 0.0])
-    alpha, beta = o3().xyz_to_angles(axis)
-    rest = o3().angles_to_matrix(alpha, beta, torch.zeros_like(alpha)).transpose(-1, -2) @ rotation
-    gamma = torch.atan2(rest[..., 0, 2], rest[..., 0, 0])
-    return [wigner_d(l, alpha, beta, gamma) for l in range(lmax + 1)]
-
-
-def _block_diagonal(blocks: list[torch.Tensor]) -> torch.Tensor:
-    """[E, Σ(2l+1), Σ(2l+1)] block-diagonal matrices from per-l blocks [E, 2l+1, 2l+1]."""
-    size = sum(b.shape[-1] for b in blocks)
-    first = blocks[0]
-    out = first.new_zeros(first.shape[0], size, size)
-    start = 0
-    for block in blocks:
-        end = start + block.shape[-1]
-        out[:, start:end, start:end] = block
-        start = end
-    return out
-
-
-def _differentiable_wigner(rotation: torch.Tensor, lmax: int) -> torch.Tensor:
-    """Wigner-D matrices [E, (lmax+1)^2, (lmax+1)^2] of ``rotation`` with their derivative.
-
-    The value is fairchem's (from the detached rotation R0, bit for bit). The derivative is that
-    of D(R) = D(R R0ᵀ R1) D(R1)ᵀ D(R0): R R0ᵀ = I in value, so D is evaluated at the generic R1,
-    never at the Euler-angle singularity an edge along ±y would give.
-    """
-    fixed = rotation.detach()
-    value = _block_diagonal(_wigner_blocks(fixed, lmax))
-    if not rotation.requires_grad:
-        return value
-    r1 = o3().angles_to_matrix(*(rotation.new_tensor(a) for a in _GENERIC_ANGLES))
-    moving = _wigner_blocks(rotation @ fixed.transpose(1, 2) @ r1, lmax)
-    pivot = _wigner_blocks(r1.unsqueeze(0), lmax)
-    lifted = _block_diagonal([m @ p.transpose(-1, -2) for m, p in zip(moving, pivot)]) @ value
-    return value + (lifted - lifted.detach())
-
-
-def _set_wigner(self: nn.Module, rot_mat3x3: torch.Tensor) -> None:
-    """``SO3_Rotation.set_wigner`` keeping the gradient (bound to the view's copies)."""
-    self.device, self.dtype = rot_mat3x3.device, rot_mat3x3.dtype
-    self.wigner = _differentiable_wigner(rot_mat3x3, self.lmax)
-    self.wigner_inv = torch.transpose(self.wigner, 1, 2).contiguous()
-
-
-def _edge_frames(data: Any, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
-    """fairchem's edge frames [E, 3, 3] (value unchanged) with the derivative of a smooth frame.
-
-    fairchem's ``init_edge_rot_mat`` returns detached rows (z, x, -y) with x = the edge direction
-    and z perpendicular to it through a random vector. The derivative attached is that of the
-    frame (z', x, -x × z') with z' = z held fixed and re-orthogonalised to the moving edge
-    direction: a rotation about the edge axis, to which the model is invariant, does not change
-    the energy, so any such smooth frame gives the exact dE/dr.
-    """
-    if edge_vec.shape[0] == 0:  # fairchem's init_edge_rot_mat fails on an empty edge list
-        return edge_vec.new_zeros(0, 3, 3)
-    frames = _import_fairchem(f"{_PACKAGE}.edge_rot_mat").init_edge_rot_mat(edge_vec)
-    if not edge_vec.requires_grad:
-        return frames
-    x = edge_vec / edge_vec.norm(dim=-1, keepdim=True)
-    z = frames[:, 0]
-    z = z - (z * x).sum(-1, keepdim=True) * x
-    z = z / z.norm(dim=-1, keepdim=True)
-    moving = torch.stack([z, x, -torch.cross(x, z, dim=-1)], dim=1)
-    return frames + (moving - moving.detach())
+    return default_dtype(dtype)
 
 
 # ====================================================================== views of the model
-def _is_rotation(module: nn.Module) -> bool:
-    return class_path_matches(module, {f"{_PACKAGE}.so3.SO3_Rotation"})
+def _view(model: nn.Module, settings: dict[str, Any], store: dict | None) -> nn.Module:
+    """View of ``model`` (parameters shared, model unchanged) with differentiable edge rotations.
 
-
-def _is_equiformer(module: nn.Module) -> bool:
-    return class_path_matches(module, BACKBONE_CLASSES | MODEL_CLASSES)
-
-
-def _view(module: nn.Module, memo: dict[int, nn.Module], settings: dict[str, Any]) -> nn.Module:
-    """Shallow copy of ``module`` sharing all parameters, with differentiable edge rotations.
-
-    Every ``SO3_Rotation`` is replaced (once: modules sharing it share the replacement) by a copy
-    whose ``set_wigner`` keeps the gradient; every module holding one is copied to point at it.
-    The EquiformerV2 module itself gets ``settings`` as instance attributes (frames, graph
-    generation, ``regress_forces``) and its final ``norm`` wrapped in a :class:`_Tap`.
+    Every ``SO3_Rotation`` gets a copy whose ``set_wigner`` keeps the gradient (modules sharing
+    it share the copy); the EquiformerV2 module gets ``settings`` as instance attributes (frames,
+    graph generation, ``regress_forces``) and, when ``store`` is given, its final ``norm``
+    wrapped in a :class:`FeatureTap` recording the node embedding as ``"embedding"``.
     """
-    key = id(module)
-    if key in memo:
-        return memo[key]
-    children = {}
-    for name, child in module._modules.items():
-        if child is not None:
-            viewed = _view(child, memo, settings)
-            if viewed is not child:
-                children[name] = viewed
-    special = _is_rotation(module) or _is_equiformer(module)
-    if not children and not special:
-        memo[key] = module
-        return module
-    view = copy.copy(module)
-    view.__dict__["_modules"] = {**module._modules, **children}
-    if _is_rotation(module):
-        view.__dict__["set_wigner"] = types.MethodType(_set_wigner, view)
-    if _is_equiformer(module):
-        for name, value in settings.items():
-            if name == "store":
-                view.__dict__["_modules"]["norm"] = _Tap(view._modules["norm"], value)
-            else:
-                view.__dict__[name] = value
-    memo[key] = view
-    return view
+
+    def edit(module: nn.Module, view: nn.Module) -> nn.Module | None:
+        if class_path_matches(module, ROTATION_CLASSES):
+            view.__dict__["set_wigner"] = types.MethodType(set_wigner, view)
+            return view
+        if class_path_matches(module, BACKBONE_CLASSES | MODEL_CLASSES):
+            view.__dict__.update(settings)
+            if store is not None:
+                view._modules["norm"] = FeatureTap(view._modules["norm"], store, "embedding")
+            return view
+        return None
+
+    return tree_view(model, edit)
 
 
 # ====================================================================== neighbour list
@@ -251,7 +146,7 @@ def _graph_data(backbone: nn.Module, data: Any, cell: torch.Tensor, pbc: torch.T
         fairchem's ``GraphData`` (edge_index [2, E] as (source, target), distances [E] Å,
         vectors [E, 3] Å, integer cell offsets [E, 3], edges per structure [B]).
     """
-    radius_graph_pbc = _import_fairchem("fairchem.core.common.utils").radius_graph_pbc
+    radius_graph_pbc = import_fairchem("fairchem.core.common.utils").radius_graph_pbc
     pos = data.pos
     device = pos.device
     if not getattr(backbone, "use_pbc", True):
@@ -270,12 +165,13 @@ def _graph_data(backbone: nn.Module, data: Any, cell: torch.Tensor, pbc: torch.T
             cell=cell.detach()[graphs].float(),  # as fairchem's data pipeline stores it
             pbc=pbc[graphs],
         )
-        edge_index, cell_offsets, counts = radius_graph_pbc(
-            group,
-            backbone.cutoff,
-            backbone.max_neighbors,
-            getattr(backbone, "enforce_max_neighbors_strictly", True),
-        )
+        with _fairchem_dtype(pos.dtype):
+            edge_index, cell_offsets, counts = radius_graph_pbc(
+                group,
+                backbone.cutoff,
+                backbone.max_neighbors,
+                getattr(backbone, "enforce_max_neighbors_strictly", True),
+            )
         edges.append(atoms[edge_index])
         offsets.append(cell_offsets.to(pos.dtype))
         neighbors[graphs] = counts.long()
@@ -284,7 +180,7 @@ def _graph_data(backbone: nn.Module, data: Any, cell: torch.Tensor, pbc: torch.T
     source, target = edge_index
     shift = torch.einsum("ei,eij->ej", offsets, cell[data.batch[target]])
     vec = pos[source] + shift - pos[target]
-    base = _import_fairchem("fairchem.core.models.base")
+    base = import_fairchem("fairchem.core.models.base")
     return base.GraphData(
         edge_index=edge_index,
         edge_distance=vec.norm(dim=-1),
@@ -300,7 +196,7 @@ def _graph_data(backbone: nn.Module, data: Any, cell: torch.Tensor, pbc: torch.T
 
 # ====================================================================== the adapter
 @register
-class EquiformerV2Adapter(BackboneAdapter):
+class EquiformerV2Adapter(SphericalEmbeddingAdapter):
     """Adapter for fairchem-core 1.x EquiformerV2 (hydra model or monolithic ``EquiformerV2``).
 
     Node features are the final normalised node embedding restricted to l <= 2,
@@ -325,19 +221,23 @@ class EquiformerV2Adapter(BackboneAdapter):
     def __init__(self, backbone: nn.Module, energy_head: str | None = None) -> None:
         super().__init__(backbone)
         if len(self.equiformer.lmax_list) != 1:
-            raise ValueError("only single-resolution EquiformerV2 models (one lmax) are supported")
+            raise InvalidArgumentError(
+                "only single-resolution EquiformerV2 models (one lmax) are supported"
+            )
         self.energy_head = None
         if self.is_hydra:
             heads = backbone.output_heads
             if energy_head is None:
                 found = [k for k, h in heads.items() if getattr(h, "output_name", "") == "energy"]
                 if len(found) != 1:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"pass energy_head: heads with output 'energy': {found} of {list(heads)}"
                     )
                 energy_head = found[0]
             if energy_head not in heads:
-                raise ValueError(f"unknown energy_head {energy_head!r}; heads: {list(heads)}")
+                raise InvalidArgumentError(
+                    f"unknown energy_head {energy_head!r}; heads: {list(heads)}"
+                )
             self.energy_head = energy_head
 
     @classmethod
@@ -360,25 +260,9 @@ class EquiformerV2Adapter(BackboneAdapter):
         return self.backbone.backbone if self.is_hydra else self.backbone
 
     @property
-    def channels(self) -> int:
-        """``sphere_channels`` C."""
-        return int(self.equiformer.sphere_channels)
-
-    @property
-    def lmax(self) -> int:
-        """Largest l handed to the head: min(backbone lmax, 2)."""
-        return min(int(self.equiformer.lmax_list[0]), 2)
-
-    @property
-    def node_irreps(self):
-        """``C x 0e + C x 1o + C x 2e`` (fewer when the backbone's lmax < 2)."""
-        labels = ["0e", "1o", "2e"][: self.lmax + 1]
-        return o3().Irreps("+".join(f"{self.channels}x{ir}" for ir in labels))
-
-    @property
-    def supported_atomic_numbers(self) -> list[int]:
-        """Z = 1 .. ``max_num_elements`` - 1 (the model's embedding is indexed by Z)."""
-        return list(range(1, int(self.equiformer.max_num_elements)))
+    def embedding_module(self) -> nn.Module:
+        """:attr:`equiformer` (``sphere_channels``, ``lmax_list``, ``max_num_elements``)."""
+        return self.equiformer
 
     @property
     def cutoff(self) -> float:
@@ -468,14 +352,12 @@ class EquiformerV2Adapter(BackboneAdapter):
             data: the fairchem batch; its ``pos`` is what the energy is differentiable in.
             edges: the ``GraphData`` to use (from :meth:`_prepare`); None keeps the model's own
                 ``generate_graph``.
-            store: receives the final node embedding [N, (lmax+1)^2, C] as ``"backbone"``.
+            store: receives the final node embedding [N, (lmax+1)^2, C] as ``"embedding"``.
         """
-        settings: dict[str, Any] = {"_init_edge_rot_mat": _edge_frames, "regress_forces": False}
+        settings: dict[str, Any] = {"_init_edge_rot_mat": edge_frames, "regress_forces": False}
         if edges is not None:
             settings["generate_graph"] = lambda *args, **kwargs: edges
-        if store is not None:
-            settings["store"] = store
-        return self._energy(_view(self.backbone, {}, settings), data)
+        return self._energy(_view(self.backbone, settings, store), data)
 
     def forward(self, graph: AtomicGraph) -> BackboneOutput:
         """The model's energy and its final node embedding (l <= 2).
@@ -488,18 +370,12 @@ class EquiformerV2Adapter(BackboneAdapter):
             [N, node_irreps.dim].
         """
         store: dict = {}
-        with _default_dtype(graph.positions.dtype):
-            data, edges = self._prepare(graph, graph.positions)
-            energy = self._run_view(data, edges, store=store)
-        n = graph.num_atoms
-        emb = store["backbone"][:n]  # [N, (lmax+1)^2, C]
-        parts = [
-            emb[:, l * l : (l + 1) ** 2, :].transpose(1, 2).reshape(n, -1)
-            for l in range(self.lmax + 1)
-        ]
+        data, edges = self._prepare(graph, graph.positions)
+        energy = self._run_view(data, edges, store=store)
+        emb = store["embedding"][: graph.num_atoms]  # [N, (lmax+1)^2, C], l-major
         return BackboneOutput(
             energy=energy[: graph.num_graphs],
-            node_feats=torch.cat(parts, dim=-1),
+            node_feats=self.embedding_features(emb),
             node_irreps=self.node_irreps,
         )
 
@@ -517,13 +393,13 @@ class EquiformerV2Adapter(BackboneAdapter):
         Returns:
             (energy [B], forces [N, 3] = -dE/dr), detached.
         """
-        b = graph.num_graphs
-        with torch.enable_grad(), _default_dtype(graph.positions.dtype):
-            positions = graph.positions.detach().clone().requires_grad_(True)
-            energy = self._run_view(self._prepare(graph, positions)[0], None)[:b]
-            (grad,) = torch.autograd.grad(energy.sum(), positions)
-            energy = self._energy(self.backbone, self._prepare(graph, positions.detach())[0])
-        return energy[:b].detach(), -grad
+        b, positions = graph.num_graphs, graph.positions.detach()
+        _, forces = gradient_energy_forces(
+            lambda p: self._run_view(self._prepare(graph, p)[0], None)[:b], positions
+        )
+        with torch.no_grad(), _fairchem_dtype(positions.dtype):
+            energy = self._energy(self.backbone, self._prepare(graph, positions)[0])
+        return energy[:b].detach(), forces
 
     def direct_forces(self, graph: AtomicGraph) -> torch.Tensor | None:
         """The model's own (direct, non-conservative) force prediction.
@@ -536,7 +412,7 @@ class EquiformerV2Adapter(BackboneAdapter):
             when the model has no force output.
         """
         forces = None
-        with torch.no_grad(), _default_dtype(graph.positions.dtype):
+        with torch.no_grad(), _fairchem_dtype(graph.positions.dtype):
             data = self._prepare(graph, graph.positions.detach())[0]
             if not self.is_hydra:
                 if self.backbone.regress_forces:
@@ -584,7 +460,7 @@ def make_random_equiformer_v2(
         hydra: a ``HydraModel`` (``EquiformerV2Backbone`` + ``equiformerV2_scalar_head`` +
             ``equiformerV2_vector_head``); False: the monolithic ``EquiformerV2``.
         dtype: parameter dtype (float64 for 1e-10 equivariance tests).
-        seed: torch seed for the random weights.
+        seed: seed of the random weights (the caller's global RNG state is left unchanged).
 
     Returns:
         The model, in eval mode.
@@ -613,11 +489,10 @@ def make_random_equiformer_v2(
         proj_drop=0.0,
         weight_init="uniform",
     )
-    torch.manual_seed(seed)
-    with _default_dtype(dtype):
+    with seeded(seed), default_dtype(dtype):  # constants exact in dtype; caller's RNG kept
         if hydra:
-            base = _import_fairchem("fairchem.core.models.base")
-            _import_fairchem(f"{_PACKAGE}.equiformer_v2")  # registers backbone and heads
+            base = import_fairchem("fairchem.core.models.base")
+            import_fairchem(f"{_PACKAGE}.equiformer_v2")  # registers backbone and heads
             heads = {
                 "energy": {"module": "equiformerV2_scalar_head"},
                 "forces": {"module": "equiformerV2_vector_head"},
@@ -625,6 +500,6 @@ def make_random_equiformer_v2(
             backbone = {"model": "equiformer_v2_backbone", **config}
             model = base.HydraModel(backbone=backbone, heads=heads, otf_graph=True)
         else:
-            module = _import_fairchem(f"{_PACKAGE}.equiformer_v2_deprecated")
+            module = import_fairchem(f"{_PACKAGE}.equiformer_v2_deprecated")
             model = module.EquiformerV2(**config)
     return model.to(dtype).eval()

@@ -5,8 +5,8 @@ The adapter turns an :class:`~hip_head.graph.AtomicGraph` into the input diction
 ``r_max`` with MACE's sender/receiver convention, shifts, cell, batch, ptr, head), runs the
 unmodified backbone with ``compute_force=False`` and returns its total energy together with the
 node features of the chosen interaction layers (the outputs of ``backbone.products[i]``, l <= 2
-only). The features are captured by forward hooks that live for one call; the backbone is never
-modified.
+only). The features are recorded by :class:`~hip_head.adapters.FeatureTap` s in a view of the
+backbone that shares all its parameters; the backbone is never modified.
 
 ``mace`` itself is imported lazily: importing this module does not import it, and a missing
 installation raises :class:`~hip_head.errors.MissingBackboneError` naming the extra to install.
@@ -28,8 +28,10 @@ import torch
 from torch import nn
 
 from hip_head._e3nn import o3
-from hip_head.graph import AtomicGraph, pairs_within_structures
+from hip_head.errors import InvalidArgumentError
+from hip_head.graph import AtomicGraph
 
+from ._common import FeatureTap, default_dtype, module_view, neighbor_edges, seeded
 from .base import (
     BackboneAdapter,
     BackboneOutput,
@@ -43,10 +45,6 @@ __all__ = ["MACEAdapter", "make_random_mace"]
 
 #: Fully qualified class names the adapter accepts (subclasses included, matched on the MRO).
 MACE_CLASSES = {"mace.modules.models.MACE", "mace.modules.models.ScaleShiftMACE"}
-
-#: Non-periodic structures with more atoms than this get their edges from a cell-list neighbour
-#: search (matscipy or ASE) instead of the dense all-pairs search on the tensor's device.
-DENSE_EDGE_MAX_ATOMS = 2048
 
 #: Graph-level embedding features of charge/spin-conditioned MACE models, and their defaults
 #: when the graph has no ``charge`` / ``spin`` (MACE's own defaults: neutral, singlet).
@@ -101,7 +99,7 @@ class MACEAdapter(BackboneAdapter):
         specs = getattr(backbone, "embedding_specs", None) if _has_joint(backbone) else None
         unknown = sorted(set(specs or {}) - set(_GRAPH_FEATURES))
         if unknown:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"this MACE model embeds the graph features {unknown}, which hip-head does not "
                 f"provide (it provides {sorted(_GRAPH_FEATURES)} from AtomicGraph.charge/spin)"
             )
@@ -142,6 +140,11 @@ class MACEAdapter(BackboneAdapter):
         return self._node_irreps
 
     @property
+    def feature_dim(self) -> int:
+        """Number of feature columns ``forward`` gathers from the selected layers' outputs."""
+        return int(self._columns.numel())
+
+    @property
     def supported_atomic_numbers(self) -> list[int]:
         """Atomic numbers of the backbone's element table (``backbone.atomic_numbers``)."""
         return [int(z) for z in self.backbone.atomic_numbers.tolist()]
@@ -180,21 +183,10 @@ class MACEAdapter(BackboneAdapter):
         data = self.input_dict(graph, positions)
 
         captured: dict[int, torch.Tensor] = {}
-
-        def hook_for(i: int):
-            def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-                captured[i] = output
-
-            return hook
-
-        handles = [
-            self.backbone.products[i].register_forward_hook(hook_for(i)) for i in self.layers
-        ]
-        try:
-            out = self.backbone(data, training=False, compute_force=False)
-        finally:
-            for handle in handles:
-                handle.remove()
+        products = self.backbone.products
+        taps = {str(i): FeatureTap(products[i], captured, key=i) for i in self.layers}
+        view = module_view(self.backbone, {"products": module_view(products, taps)})
+        out = view(data, training=False, compute_force=False)
         missing = [i for i in self.layers if i not in captured]
         if missing:
             raise RuntimeError(
@@ -265,8 +257,10 @@ class MACEAdapter(BackboneAdapter):
             pbc = graph.pbc.to(device=device, dtype=torch.bool)
         else:
             pbc = torch.zeros(num_graphs, 3, dtype=torch.bool, device=device)
-        edge_index, unit_shifts = radius_edges(graph, self.cutoff)
-        edge_index, unit_shifts = edge_index.to(device), unit_shifts.to(device, dtype)
+        edge_index, unit_shifts = neighbor_edges(
+            positions, graph.batch, self.cutoff, graph.cell, graph.pbc
+        )
+        unit_shifts = unit_shifts.to(dtype)
         shifts = torch.einsum(
             "ei,eij->ej", unit_shifts, cell[graph.batch.to(device)[edge_index[0]]]
         )
@@ -307,18 +301,20 @@ def _resolve_layers(layers: str | Sequence[int], num_layers: int) -> list[int]:
     """Normalise ``layers`` to sorted, unique, non-negative interaction-layer indices."""
     if isinstance(layers, str):
         if layers != "all":
-            raise ValueError(f'layers must be "all" or a sequence of ints, got {layers!r}')
+            raise InvalidArgumentError(
+                f'layers must be "all" or a sequence of ints, got {layers!r}'
+            )
         return list(range(num_layers))
     resolved = set()
     for i in layers:
         if not -num_layers <= int(i) < num_layers:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"layer {i} is out of range: this MACE model has {num_layers} interaction "
                 f"layers (valid indices {-num_layers}..{num_layers - 1})"
             )
         resolved.add(int(i) % num_layers)
     if not resolved:
-        raise ValueError("layers is empty: select at least one interaction layer")
+        raise InvalidArgumentError("layers is empty: select at least one interaction layer")
     return sorted(resolved)
 
 
@@ -329,10 +325,10 @@ def _resolve_head(head: str | int | None, heads: list[str]) -> int:
         return lowered.index("default") if "default" in lowered else 0
     if isinstance(head, str):
         if head not in heads:
-            raise ValueError(f"unknown head {head!r}; this MACE model has heads {heads}")
+            raise InvalidArgumentError(f"unknown head {head!r}; this MACE model has heads {heads}")
         return heads.index(head)
     if not -len(heads) <= int(head) < len(heads):
-        raise ValueError(f"head index {head} is out of range for heads {heads}")
+        raise InvalidArgumentError(f"head index {head} is out of range for heads {heads}")
     return int(head) % len(heads)
 
 
@@ -350,112 +346,6 @@ def _check_layout(backbone: nn.Module) -> None:
                     "this MACE model uses cuEquivariance's ir_mul layout; convert it back with "
                     "`mace.cli.convert_cueq_e3nn` before wrapping it"
                 )
-
-
-def radius_edges(graph: AtomicGraph, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """MACE's radius graph: directed edges (sender, receiver) closer than ``cutoff``.
-
-    Both directions of every pair are listed; in periodic structures an atom may neighbour
-    itself or another atom several times through different images. The search runs on detached
-    positions; the caller builds differentiable vectors
-    ``r[receiver] - r[sender] + unit_shifts @ cell``.
-
-    Args:
-        graph: the batch.
-        cutoff: radius, Å.
-
-    Returns:
-        (edge_index [2, E] int64 global atom indices on the graph's device,
-        unit_shifts [E, 3] float64 integer-valued cell translations).
-    """
-    device = graph.positions.device
-    positions = graph.positions.detach()
-    counts = graph.atoms_per_graph.tolist()
-    periodic = (
-        graph.pbc.any(dim=1).tolist() if graph.pbc is not None else [False] * graph.num_graphs
-    )
-    dense = [g for g, n in enumerate(counts) if not periodic[g] and n <= DENSE_EDGE_MAX_ATOMS]
-    sparse = sorted(set(range(graph.num_graphs)) - set(dense))
-    edges, shifts = [], []
-    if dense:
-        e = _dense_edges(positions, graph.ptr, torch.tensor(dense, device=device), cutoff)
-        edges.append(e)
-        shifts.append(torch.zeros(e.shape[1], 3, dtype=torch.float64, device=device))
-    pos_np = cell_np = None
-    for g in sparse:
-        n = counts[g]
-        if pos_np is None:
-            pos_np = positions.cpu().double().numpy()
-            cell_np = (
-                graph.cell.detach().cpu().double().numpy()
-                if graph.cell is not None
-                else np.zeros((graph.num_graphs, 3, 3))
-            )
-        pbc = (
-            graph.pbc[g].cpu().numpy().astype(bool)
-            if graph.pbc is not None
-            else np.zeros(3, dtype=bool)
-        )
-        start = int(graph.ptr[g])
-        sender, receiver, unit = _cell_list_edges(
-            pos_np[start : start + n], cell_np[g], pbc, cutoff
-        )
-        edges.append(torch.from_numpy(np.stack([sender, receiver]) + start).long().to(device))
-        shifts.append(torch.from_numpy(unit.astype(np.float64)).to(device))
-    if not edges:
-        return torch.zeros(2, 0, dtype=torch.long, device=device), torch.zeros(
-            0, 3, dtype=torch.float64, device=device
-        )
-    return torch.cat(edges, dim=1), torch.cat(shifts)
-
-
-def _dense_edges(
-    positions: torch.Tensor, ptr: torch.Tensor, graphs: torch.Tensor, cutoff: float
-) -> torch.Tensor:
-    """All ordered pairs (a, b), a != b, within ``cutoff`` in the given non-periodic structures.
-
-    Vectorised over structures (sum of N_g^2 candidate pairs), on the positions' device.
-
-    Returns:
-        [2, E] int64 global indices, grouped by structure, sorted by sender then receiver.
-    """
-    a, b = pairs_within_structures(ptr.to(positions.device), graphs.to(positions.device))
-    keep = (positions[b] - positions[a]).norm(dim=-1) < cutoff
-    return torch.stack([a[keep], b[keep]])
-
-
-def _cell_list_edges(
-    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Neighbour search for one structure, as ``mace.data.neighborhood.get_neighborhood`` does.
-
-    Non-periodic directions get a cell vector far larger than the structure, so no image is
-    found along them. Uses matscipy when installed (a mace-torch dependency), else ASE.
-
-    Returns:
-        (sender [E], receiver [E], unit_shifts [E, 3] int) with
-        ``d = r[receiver] - r[sender] + unit_shifts @ cell``; self-edges without a shift removed.
-    """
-    cell = np.array(cell, dtype=np.float64)
-    extent = (np.max(np.abs(positions)) + 1) * 5 * cutoff
-    for k in range(3):
-        if not pbc[k]:
-            cell[k] = 0.0
-            cell[k, k] = extent
-    try:
-        from matscipy.neighbours import neighbour_list
-
-        sender, receiver, unit = neighbour_list(
-            "ijS", pbc=pbc, cell=cell, positions=positions, cutoff=cutoff
-        )
-    except ImportError:
-        from ase.neighborlist import primitive_neighbor_list
-
-        sender, receiver, unit = primitive_neighbor_list(
-            "ijS", pbc, cell, positions, cutoff, self_interaction=True
-        )
-    keep = ~((sender == receiver) & np.all(unit == 0, axis=1))
-    return sender[keep], receiver[keep], unit[keep]
 
 
 # ---------------------------------------------------------------------- factory
@@ -501,7 +391,6 @@ def make_random_mace(
         MissingBackboneError: mace-torch is not installed.
     """
     modules = _import_mace("mace.modules")
-    torch_tools = _import_mace("mace.tools.torch_tools")
     irreps = o3().Irreps
 
     table = sorted(int(z) for z in atomic_numbers)
@@ -529,8 +418,7 @@ def make_random_mace(
         radial_type="bessel",
         heads=None if heads is None else list(heads),
     )
-    with torch.random.fork_rng(devices=[]), torch_tools.default_dtype(dtype):
-        torch.manual_seed(seed)
+    with seeded(seed), default_dtype(dtype):  # e3nn constants exact in dtype; caller's RNG kept
         if scale_shift:
             model = modules.ScaleShiftMACE(
                 atomic_inter_scale=[1.0] * num_heads if heads else 1.0,

@@ -6,8 +6,9 @@ that shares every parameter and buffer with the original and differs in one subm
 neighbour search. PyG's ``radius_graph`` needs the compiled ``pyg-lib`` (or ``torch-cluster``)
 package, truncates neighbour lists at ``max_num_neighbors`` in an arbitrary, rotation-dependent
 order, and ViSNet's ``Distance`` stores distances in float32 whatever the model's dtype. The view
-uses a pure-torch search instead (:class:`RadiusGraph`, :class:`RadiusDistance`) that keeps every
-pair closer than the model's cutoff, in the positions' dtype. It gives the same graph as PyG's
+uses hip-head's own pure-torch search instead (:class:`RadiusGraph`, :class:`RadiusDistance`, both
+built on :func:`hip_head.adapters.neighbor_edges`) that keeps every pair closer than the model's
+cutoff, in the positions' dtype. It gives the same graph as PyG's
 whenever no atom has more than ``max_num_neighbors`` neighbours (a warning is raised otherwise).
 A user-supplied SchNet ``interaction_graph`` is used unchanged. The original model is never
 modified.
@@ -39,19 +40,26 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import warnings
 from types import ModuleType
 
 import torch
 from torch import nn
 
-from hip_head._e3nn import o3
-from hip_head.graph import AtomicGraph, pairs_within_structures
+from hip_head.errors import InvalidArgumentError
+from hip_head.graph import AtomicGraph
 
+from ._common import (
+    FeatureTap,
+    gradient_energy_forces,
+    l_major_to_e3nn,
+    module_view,
+    natural_irreps,
+    neighbor_edges,
+    require_molecular,
+)
 from .base import BackboneAdapter, BackboneOutput, class_path_matches, import_backbone, register
 
-__all__ = ["RadiusDistance", "RadiusGraph", "SchNetAdapter", "ViSNetAdapter", "radius_pairs"]
+__all__ = ["RadiusDistance", "RadiusGraph", "SchNetAdapter", "ViSNetAdapter"]
 
 #: Fully qualified class names each adapter accepts (subclasses included, matched on the MRO).
 SCHNET_CLASSES = {"torch_geometric.nn.models.schnet.SchNet"}
@@ -59,6 +67,8 @@ VISNET_CLASSES = {"torch_geometric.nn.models.visnet.ViSNet"}
 
 _RADIUS_INTERACTION_GRAPH = "torch_geometric.nn.models.schnet.RadiusInteractionGraph"
 _VISNET_DISTANCE = "torch_geometric.nn.models.visnet.Distance"
+#: PyG's name of its neighbour-list truncation (hip-head keeps every pair and warns instead).
+_LIMIT = "max_num_neighbors"
 
 
 def _import_pyg(module: str = "torch_geometric") -> ModuleType:
@@ -67,54 +77,6 @@ def _import_pyg(module: str = "torch_geometric") -> ModuleType:
 
 
 # ---------------------------------------------------------------------- neighbour search
-def radius_pairs(
-    pos: torch.Tensor,
-    batch: torch.Tensor,
-    cutoff: float,
-    loop: bool = False,
-    max_num_neighbors: int | None = None,
-) -> torch.Tensor:
-    """All ordered pairs of atoms of the same structure closer than ``cutoff`` (pure torch).
-
-    Vectorised over structures (sum of N_g^2 candidates). The search runs on detached positions;
-    callers build differentiable distances from ``pos`` themselves.
-
-    Args:
-        pos: [N, 3] positions, Å.
-        batch: [N] int64 structure index of each atom, sorted (PyG's convention).
-        cutoff: radius, Å (pairs with distance < cutoff are kept).
-        loop: also list every atom's self-pair (a, a).
-        max_num_neighbors: when given, warn if an atom has more neighbours than this (PyG's
-            ``radius_graph`` would then drop some of them; this search keeps all).
-
-    Returns:
-        [2, E] int64 (sender, receiver) indices, both directions of every pair.
-    """
-    device = pos.device
-    pos = pos.detach()
-    if batch.numel() == 0:
-        return torch.zeros(2, 0, dtype=torch.long, device=device)
-    counts = torch.bincount(batch.to(device))
-    ptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    a, b = pairs_within_structures(ptr)
-    keep = (pos[b] - pos[a]).norm(dim=-1) < cutoff
-    if max_num_neighbors is not None and keep.any():
-        most = int(torch.bincount(b[keep], minlength=pos.shape[0]).max())
-        if most > max_num_neighbors:
-            warnings.warn(
-                f"an atom has {most} neighbours within {cutoff} Å, more than the model's "
-                f"max_num_neighbors={max_num_neighbors}; hip-head keeps all of them, so the "
-                "energy differs from PyG's truncated radius_graph",
-                stacklevel=3,
-            )
-    edges = torch.stack([a[keep], b[keep]])
-    if loop:  # self-loops, merged into the (a, b)-sorted order
-        atoms = torch.arange(pos.shape[0], device=device)
-        edges = torch.cat([edges, torch.stack([atoms, atoms])], dim=1)
-        edges = edges[:, torch.argsort(edges[0] * pos.shape[0] + edges[1])]
-    return edges
-
-
 class RadiusGraph(nn.Module):
     """Pure-torch stand-in for SchNet's ``RadiusInteractionGraph`` (no pyg-lib needed).
 
@@ -140,7 +102,9 @@ class RadiusGraph(nn.Module):
         Returns:
             (edge_index [2, E], edge_weight [E] distances in Å, differentiable in ``pos``).
         """
-        edge_index = radius_pairs(pos, batch, self.cutoff, False, self.max_num_neighbors)
+        edge_index, _ = neighbor_edges(
+            pos, batch, self.cutoff, max_neighbors=self.max_num_neighbors, limit_name=_LIMIT
+        )
         row, col = edge_index
         return edge_index, (pos[row] - pos[col]).norm(dim=-1)
 
@@ -177,8 +141,13 @@ class RadiusDistance(nn.Module):
             (edge_index [2, E], edge_weight [E] Å, edge_vec [E, 3] Å
             ``pos[edge_index[0]] - pos[edge_index[1]]``), differentiable in ``pos``.
         """
-        edge_index = radius_pairs(
-            pos, batch, self.cutoff, self.add_self_loops, self.max_num_neighbors
+        edge_index, _ = neighbor_edges(
+            pos,
+            batch,
+            self.cutoff,
+            self_interaction=self.add_self_loops,
+            max_neighbors=self.max_num_neighbors,
+            limit_name=_LIMIT,
         )
         edge_vec = pos[edge_index[0]] - pos[edge_index[1]]
         mask = edge_index[0] != edge_index[1]
@@ -189,33 +158,6 @@ class RadiusDistance(nn.Module):
 
 def _is(module: object, path: str) -> bool:
     return class_path_matches(module, {path})
-
-
-def _view(module: nn.Module, modules: dict[str, nn.Module], **attributes: object) -> nn.Module:
-    """A shallow copy of ``module`` sharing its parameters, with some submodules replaced."""
-    view = copy.copy(module)
-    view.__dict__["_modules"] = {**module._modules, **modules}
-    for key, value in attributes.items():
-        view.__dict__[key] = value
-    return view
-
-
-class _Tap(nn.Module):
-    """Runs ``inner`` and records its input (``record="input"``) or output into ``store``."""
-
-    def __init__(self, inner: nn.Module, store: dict, record: str) -> None:
-        super().__init__()
-        self.inner, self.store, self.record = inner, store, record
-
-    def forward(self, *args):
-        out = self.inner(*args)
-        self.store[self.inner] = args[0] if self.record == "input" else out
-        return out
-
-
-def _check_molecular(graph: AtomicGraph, name: str) -> None:
-    if graph.pbc is not None and bool(graph.pbc.any()):
-        raise ValueError(f"the {name} backbone is molecular: periodic structures are not supported")
 
 
 # ---------------------------------------------------------------------- SchNet
@@ -243,7 +185,9 @@ class SchNetAdapter(BackboneAdapter):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__(backbone)
         if getattr(backbone, "dipole", False):
-            raise ValueError("this SchNet predicts a dipole moment (dipole=True), not an energy")
+            raise InvalidArgumentError(
+                "this SchNet predicts a dipole moment (dipole=True), not an energy"
+            )
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -253,7 +197,12 @@ class SchNetAdapter(BackboneAdapter):
     @property
     def node_irreps(self):
         """``hidden_channels x 0e``."""
-        return o3().Irreps(f"{self.backbone.hidden_channels}x0e")
+        return natural_irreps(self.backbone.hidden_channels, lmax=0)
+
+    @property
+    def feature_dim(self) -> int:
+        """``hidden_channels``: the width of SchNet's ``lin1`` input."""
+        return int(self.backbone.lin1.in_features)
 
     @property
     def supported_atomic_numbers(self) -> list[int]:
@@ -272,13 +221,13 @@ class SchNetAdapter(BackboneAdapter):
         if _is(graph_fn, _RADIUS_INTERACTION_GRAPH):
             modules["interaction_graph"] = RadiusGraph(graph_fn.cutoff, graph_fn.max_num_neighbors)
         if store is not None:
-            modules["lin1"] = _Tap(model.lin1, store, "input")
-        return _view(model, modules)
+            modules["lin1"] = FeatureTap(model.lin1, store, record="input")
+        return module_view(model, modules)
 
     def _energy(self, graph: AtomicGraph, positions: torch.Tensor, store: dict | None):
         _import_pyg("torch_geometric.nn.models")
         self.check_elements(graph)
-        _check_molecular(graph, self.name)
+        require_molecular(graph, self.name)
         out = self._model_view(store)(graph.atomic_numbers, positions, graph.batch)
         return out.reshape(graph.num_graphs)
 
@@ -293,8 +242,9 @@ class SchNetAdapter(BackboneAdapter):
         """
         store: dict = {}
         energy = self._energy(graph, graph.positions, store)
-        (feats,) = store.values()
-        return BackboneOutput(energy=energy, node_feats=feats, node_irreps=self.node_irreps)
+        return BackboneOutput(
+            energy=energy, node_feats=store["features"], node_irreps=self.node_irreps
+        )
 
     def native_energy_forces(self, graph: AtomicGraph) -> tuple[torch.Tensor, torch.Tensor]:
         """The bare model's energy and forces -dE/dr (SchNet has no force path of its own).
@@ -305,11 +255,7 @@ class SchNetAdapter(BackboneAdapter):
         Returns:
             (energy [B] eV, forces [N, 3] eV/Å), detached.
         """
-        with torch.enable_grad():
-            positions = graph.positions.detach().clone().requires_grad_(True)
-            energy = self._energy(graph, positions, None)
-            (grad,) = torch.autograd.grad(energy.sum(), positions)
-        return energy.detach(), -grad
+        return gradient_energy_forces(lambda p: self._energy(graph, p, None), graph.positions)
 
 
 # ---------------------------------------------------------------------- ViSNet
@@ -348,8 +294,12 @@ class ViSNetAdapter(BackboneAdapter):
     @property
     def node_irreps(self):
         """``hidden x 0e + hidden x 1o`` (``+ hidden x 2e`` when ``lmax = 2``)."""
-        h = self.backbone.representation_model.hidden_channels
-        return o3().Irreps(f"{h}x0e+{h}x1o" + (f"+{h}x2e" if self.lmax == 2 else ""))
+        return natural_irreps(self.backbone.representation_model.hidden_channels, self.lmax)
+
+    @property
+    def feature_dim(self) -> int:
+        """``hidden_channels x (lmax + 1)^2``: the scalars and ViSNet's ``vec`` rows."""
+        return self.backbone.representation_model.hidden_channels * (self.lmax + 1) ** 2
 
     @property
     def supported_atomic_numbers(self) -> list[int]:
@@ -368,36 +318,33 @@ class ViSNetAdapter(BackboneAdapter):
         if _is(rep.distance, _VISNET_DISTANCE):
             d = rep.distance
             modules["distance"] = RadiusDistance(d.cutoff, d.max_num_neighbors, d.add_self_loops)
-        rep_view: nn.Module = _view(rep, modules)
+        rep_view: nn.Module = module_view(rep, modules)
         if store is not None:
-            rep_view = _Tap(rep_view, store, "output")
-        return _view(model, {"representation_model": rep_view}, derivative=derivative)
+            rep_view = FeatureTap(rep_view, store)
+        return module_view(model, {"representation_model": rep_view}, derivative=derivative)
 
     def _run(self, graph: AtomicGraph, positions: torch.Tensor, derivative: bool, store):
         _import_pyg("torch_geometric.nn.models")
         self.check_elements(graph)
-        _check_molecular(graph, self.name)
+        require_molecular(graph, self.name)
         view = self._model_view(derivative, store)
         energy, neg_grad = view(graph.atomic_numbers, positions, graph.batch)
         return energy.reshape(graph.num_graphs), neg_grad
 
     def forward(self, graph: AtomicGraph) -> BackboneOutput:
-        """ViSNet's energy and equivariant node features.
+        """ViSNet's energy and the scalars and vectors of its representation block.
 
         Args:
-            graph: the batch; ``graph.positions`` [N, 3] Å (the tensor forces are taken of).
+            graph: molecules; the energy is differentiable in ``graph.positions`` [N, 3] Å.
 
         Returns:
-            Energy [B] eV and node features [N, node_irreps.dim].
+            Energy [B] eV; node features [N, hidden x (lmax+1)^2]: ``x``, then the l = 1 (and
+            l = 2) rows of ``vec``, each in e3nn's multiplicity-major layout.
         """
         store: dict = {}
         energy, _ = self._run(graph, graph.positions, False, store)
-        ((x, vec),) = store.values()
-        n = x.shape[0]
-        parts = [x, vec[:, :3, :].transpose(1, 2).reshape(n, -1)]
-        if self.lmax == 2:
-            parts.append(vec[:, 3:8, :].transpose(1, 2).reshape(n, -1))
-        feats = torch.cat(parts, dim=-1)
+        x, vec = store["features"]  # [N, H], [N, (lmax+1)^2 - 1, H] l-major from l = 1
+        feats = torch.cat([x, l_major_to_e3nn(vec, self.lmax, lmin=1)], dim=-1)
         return BackboneOutput(energy=energy, node_feats=feats, node_irreps=self.node_irreps)
 
     def native_energy_forces(self, graph: AtomicGraph) -> tuple[torch.Tensor, torch.Tensor]:

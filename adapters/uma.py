@@ -38,18 +38,25 @@ Only non-periodic structures are supported (the head is molecular).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import warnings
 from types import ModuleType
 
 import torch
 from torch import nn
 
-from hip_head._e3nn import o3
-from hip_head.graph import AtomicGraph, pairs_within_structures
+from hip_head.errors import InvalidArgumentError
+from hip_head.graph import AtomicGraph
 
-from .base import BackboneAdapter, BackboneOutput, class_path_matches, import_backbone, register
+from ._common import (
+    FeatureTap,
+    SphericalEmbeddingAdapter,
+    default_dtype,
+    neighbor_edges,
+    require_molecular,
+    seeded,
+    tree_view,
+)
+from .base import BackboneOutput, class_path_matches, import_backbone, register
 
 __all__ = ["UMAAdapter", "make_random_uma"]
 
@@ -70,46 +77,25 @@ def _import_fairchem(module: str = "fairchem.core") -> ModuleType:
     return import_backbone(module, "fairchem-core", "fairchem")
 
 
-def _has_regress_config(module: nn.Module) -> bool:
-    return any("regress_config" in m.__dict__ for m in module.modules())
+def _energy_only_view(model: nn.Module, store: dict | None = None) -> nn.Module:
+    """View of ``model`` whose modules compute energy only (parameters shared, model unchanged).
 
-
-def _energy_only_view(module: nn.Module, tap: dict | None = None) -> nn.Module:
-    """Shallow copy of ``module`` whose submodules compute energy only (parameters shared).
-
-    Every module holding a ``regress_config`` gets a copy with forces, stress and the Hessian
-    off; an ``eSCNMDBackbone`` also takes the edge list from its input (``otf_graph=False``)
-    and, when ``tap`` is given, is wrapped so that its output dict is recorded in ``tap``.
+    Every module holding a ``regress_config`` gets forces, stress and the Hessian off; the
+    ``eSCNMDBackbone`` takes the edge list from its input (``otf_graph=False``) and, when
+    ``store`` is given, records its output dict there as ``"backbone"``.
     """
-    children: dict[str, nn.Module] = {}
-    for name, child in module._modules.items():
-        if child is not None and _has_regress_config(child):
-            children[name] = _energy_only_view(child, tap)
-    view = copy.copy(module)
-    view.__dict__["_modules"] = {**module._modules, **children}
-    config = module.__dict__.get("regress_config")
-    if config is not None:
-        view.__dict__["regress_config"] = dataclasses.replace(
-            config, forces=False, stress=False, hessian=False
-        )
-    if class_path_matches(module, BACKBONE_CLASSES):
-        view.__dict__["otf_graph"] = False
-        if tap is not None:
-            return _Tap(view, tap)
-    return view
 
+    def edit(module: nn.Module, view: nn.Module) -> nn.Module | None:
+        config = module.__dict__.get("regress_config")
+        if config is not None:
+            off = dataclasses.replace(config, forces=False, stress=False, hessian=False)
+            view.__dict__["regress_config"] = off
+        if class_path_matches(module, BACKBONE_CLASSES):
+            view.__dict__["otf_graph"] = False
+            return view if store is None else FeatureTap(view, store, "backbone")
+        return view if config is not None else None
 
-class _Tap(nn.Module):
-    """Runs ``inner`` and stores its output under ``"backbone"`` in ``store``."""
-
-    def __init__(self, inner: nn.Module, store: dict) -> None:
-        super().__init__()
-        self.inner, self.store = inner, store
-
-    def forward(self, *args):
-        out = self.inner(*args)
-        self.store["backbone"] = out
-        return out
+    return tree_view(model, edit)
 
 
 def _flatten(out, path: tuple = ()):
@@ -133,12 +119,12 @@ def _find_output(out: dict, prop: str, task: str) -> torch.Tensor | None:
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            raise ValueError(f"the fairchem model returns several {wanted!r} outputs")
+            raise InvalidArgumentError(f"the fairchem model returns several {wanted!r} outputs")
     return None
 
 
 @register
-class UMAAdapter(BackboneAdapter):
+class UMAAdapter(SphericalEmbeddingAdapter):
     """Adapter for fairchem's ``HydraModel`` with an ``eSCNMDBackbone`` (UMA, eSEN-md).
 
     Pass the HydraModel itself: for a pretrained UMA, ``unit.model.module`` of
@@ -172,9 +158,11 @@ class UMAAdapter(BackboneAdapter):
             elif len(tasks) == 1:
                 task_name = tasks[0]
             else:
-                raise ValueError(f"this UMA model has several tasks {tasks}: pass task_name")
+                raise InvalidArgumentError(
+                    f"this UMA model has several tasks {tasks}: pass task_name"
+                )
         if tasks is not None and task_name not in tasks:
-            raise ValueError(f"unknown task_name {task_name!r}; the model knows {tasks}")
+            raise InvalidArgumentError(f"unknown task_name {task_name!r}; the model knows {tasks}")
         self.task_name = task_name
 
     @classmethod
@@ -193,26 +181,9 @@ class UMAAdapter(BackboneAdapter):
         return sorted(bb.dataset_mapping.keys())
 
     @property
-    def channels(self) -> int:
-        """``sphere_channels`` C of the backbone."""
-        return int(self.backbone.backbone.sphere_channels)
-
-    @property
-    def lmax(self) -> int:
-        """Largest l handed to the head: min(backbone lmax, 2)."""
-        return min(int(self.backbone.backbone.lmax), 2)
-
-    @property
-    def node_irreps(self):
-        """``C x 0e + C x 1o + C x 2e`` (fewer when the backbone's lmax < 2)."""
-        c = self.channels
-        labels = ["0e", "1o", "2e"][: self.lmax + 1]
-        return o3().Irreps("+".join(f"{c}x{ir}" for ir in labels))
-
-    @property
-    def supported_atomic_numbers(self) -> list[int]:
-        """Z = 1 .. ``max_num_elements`` - 1."""
-        return list(range(1, int(self.backbone.backbone.max_num_elements)))
+    def embedding_module(self) -> nn.Module:
+        """The ``eSCNMDBackbone`` (``sphere_channels``, ``lmax``, ``max_num_elements``)."""
+        return self.backbone.backbone
 
     @property
     def cutoff(self) -> float:
@@ -233,16 +204,15 @@ class UMAAdapter(BackboneAdapter):
             A batched ``AtomicData``.
         """
         atomic_data = _import_fairchem("fairchem.core.datasets.atomic_data")
-        if graph.pbc is not None and bool(graph.pbc.any()):
-            raise ValueError("the uma adapter supports non-periodic structures only")
+        require_molecular(graph, self.name)
         self.check_elements(graph)
         device, dtype, b = positions.device, positions.dtype, graph.num_graphs
         natoms = graph.atoms_per_graph.to(device)
         if edges:
-            a, r = pairs_within_structures(graph.ptr.to(device))
-            keep = (positions.detach()[a] - positions.detach()[r]).norm(dim=-1) < self.cutoff
-            edge_index = torch.stack([a[keep], r[keep]])  # (source, target = receiver)
-            self._warn_max_neighbors(edge_index[1], positions.shape[0])
+            limit = getattr(self.backbone.backbone, "max_neighbors", None)
+            edge_index, _ = neighbor_edges(  # (source, target = receiver)
+                positions, graph.batch, self.cutoff, max_neighbors=limit
+            )
             nedges = torch.bincount(graph.batch.to(device)[edge_index[1]], minlength=b)
         else:
             edge_index = torch.zeros(2, 0, dtype=torch.long, device=device)
@@ -275,28 +245,16 @@ class UMAAdapter(BackboneAdapter):
             dataset=[self.task_name] * b,
         )
 
-    def _warn_max_neighbors(self, receivers: torch.Tensor, n: int) -> None:
-        limit = getattr(self.backbone.backbone, "max_neighbors", None)
-        if limit is None or receivers.numel() == 0:
-            return
-        most = int(torch.bincount(receivers, minlength=n).max())
-        if most > limit:
-            warnings.warn(
-                f"an atom has {most} neighbours within {self.cutoff} Å, more than the model's "
-                f"max_neighbors={limit}; hip-head keeps all of them, so the energy differs "
-                "from fairchem's truncated graph",
-                stacklevel=4,
-            )
-
     # ------------------------------------------------------------------ forward
     def forward(self, graph: AtomicGraph) -> BackboneOutput:
         """The model's energy for ``task_name`` and the backbone's node embedding (l <= 2).
 
         Args:
-            graph: the batch; ``graph.positions`` [N, 3] Å (the tensor forces are taken of).
+            graph: molecules; ``graph.positions`` [N, 3] Å, the tensor forces are taken of.
 
         Returns:
-            Energy [B] eV and node features [N, node_irreps.dim].
+            Energy [B] eV (the ``task_name`` head); node features [N, C x (lmax+1)^2], the
+            ``node_embedding`` rows l <= 2 in e3nn's layout.
         """
         store: dict = {}
         view = _energy_only_view(self.backbone, store)
@@ -304,17 +262,11 @@ class UMAAdapter(BackboneAdapter):
         out = view(data)
         energy = _find_output(out, "energy", self.task_name)
         if energy is None:
-            raise ValueError("the fairchem model has no energy output")
-        emb = store["backbone"]["node_embedding"]  # [N, (lmax+1)^2, C]
-        n = emb.shape[0]
-        parts = [
-            emb[:, l * l : (l + 1) ** 2, :].transpose(1, 2).reshape(n, -1)
-            for l in range(self.lmax + 1)
-        ]
-        feats = torch.cat(parts, dim=-1)
+            raise InvalidArgumentError("the fairchem model has no energy output")
+        emb = store["backbone"]["node_embedding"]  # [N, (lmax+1)^2, C], l-major
         return BackboneOutput(
             energy=energy.reshape(graph.num_graphs),
-            node_feats=feats,
+            node_feats=self.embedding_features(emb),
             node_irreps=self.node_irreps,
         )
 
@@ -369,7 +321,7 @@ def make_random_uma(
         num_layers: message-passing blocks.
         cutoff: neighbour cutoff, Å.
         dtype: parameter dtype (build in float64 for 1e-10 equivariance tests).
-        seed: torch seed for the random weights.
+        seed: seed of the random weights (the caller's global RNG state is left unchanged).
         ff_type: ``"spectral"`` (exactly equivariant) or ``"grid"`` (UMA's S2-grid feed-forward,
             equivariant to ~1e-5 only).
         task_names: datasets of the dataset embedding.
@@ -400,11 +352,6 @@ def make_random_uma(
         use_dataset_embedding=True,
     )
     heads = {"energyandforcehead": {"module": "fairchem.core.models.uma.escn_md.MLP_EFS_Head"}}
-    previous = torch.get_default_dtype()
-    torch.manual_seed(seed)
-    torch.set_default_dtype(dtype)
-    try:
+    with seeded(seed), default_dtype(dtype):  # constants exact in dtype; caller's RNG kept
         model = base.HydraModel(backbone=backbone, heads=heads, otf_graph=True)
-    finally:
-        torch.set_default_dtype(previous)
     return model.to(dtype).eval()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -126,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import hip_head
     from hip_head.finetune.config import DataConfig, FinetuneConfig
+    from hip_head.finetune.data import open_source
     from hip_head.finetune.evaluate import (
         evaluate_hessians,
         format_kind_table,
@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics_by_group,
         stratified_subset,
     )
-    from hip_head.finetune.module import open_source
     from hip_head.finetune.train import load_backbone, run_finetune
     from hip_head.model import HIPModel
+    from hip_head.provenance import machine_description
 
     torch.set_num_threads(1)
     source = open_source("reactions", DataConfig())
@@ -175,12 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "backbone": str(args.backbone),
         "training": training,
         "rows": {e.name: metrics_by_group(e, kinds) for e in evals},
-        "machine": {
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "device": args.device,
-            "threads": 1,
-        },  # fmt: skip
+        "machine": {**machine_description(device=args.device), "device": args.device, "threads": 1},
         "date": time.strftime("%Y-%m-%d"),
     }
     out = args.out or REPO / "docs" / "benchmarks" / f"accuracy_{args.device}.json"

@@ -41,8 +41,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
 
-    from hip_head.finetune.data import AseDbDataset, collate_hessian
-    from hip_head.finetune.module import default_dataset_path
+    from hip_head.finetune.data import AseDbDataset, collate_hessian, default_dataset_path
 
     path = default_dataset_path()
     t0 = time.perf_counter()

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -73,16 +71,11 @@ def step_timer() -> Any:
 
 
 def machine() -> dict[str, Any]:
-    """Device name, torch version and date."""
-    info: dict[str, Any] = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d"),
-        "cpu_count": os.cpu_count(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    """The shared machine description (:func:`hip_head.provenance.machine_description`): CPU,
+    cores, torch and package versions, the GPU's name when CUDA is available, date."""
+    from hip_head.provenance import machine_description
+
+    return machine_description()
 
 
 def probe(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,8 +120,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     import lightning.pytorch as pl
 
     import hip_head
+    from hip_head.finetune.data import open_source
     from hip_head.finetune.evaluate import evaluate_hessians
-    from hip_head.finetune.module import open_source
     from hip_head.finetune.train import load_backbone, run_finetune
 
     timer = step_timer()

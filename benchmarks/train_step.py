@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -94,8 +93,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from hip_head.finetune.config import DataConfig
-    from hip_head.finetune.data import collate_hessian
-    from hip_head.finetune.module import open_source
+    from hip_head.finetune.data import collate_hessian, open_source
+    from hip_head.provenance import machine_description
 
     source = open_source("default", DataConfig())
     train = [i for i, s in enumerate(source.column("split")) if s == "train"]
@@ -118,18 +117,15 @@ def main() -> None:
         print(f"{name:<30} {r['median_s'] * 1e3:8.1f} ms/step   {r['vs_EF']:5.2f}x E+F")
     info = {
         "device": args.device,
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        **machine_description(device=args.device),  # cpu, cpu_count, torch, versions, [gpu]
         "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
         "dtype": args.dtype,
         "batch_size": args.batch_size,
         "mean_atoms_per_batch": atoms,
         "backbone": args.backbone,
         "results": results,
     }
-    if args.device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
     out = args.out or REPO / "docs" / "benchmarks" / f"train_step_{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(info, indent=1))

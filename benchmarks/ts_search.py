@@ -13,7 +13,13 @@ check, IRC) is run with
 * ``none`` ("no Hessian"): the same backbone's energy and forces, Sella's own Hessian estimates
   (``hessian="none"``); the saddle-index check and the IRC use its exact autograd Hessian;
 * ``xtb`` ("xTB oracle"): GFN2-xTB (tblite) with its finite-difference Hessian
-  (``XTBPotential``), the level the data were made with.
+  (``XTBPotential``), the level the data were made with;
+* ``hip_adaptive`` / ``autograd_adaptive`` (``--methods`` only): as ``hip`` / ``autograd``
+  but with ``hessian_every=None``: the model Hessian at the start and whenever Sella's
+  quasi-Newton-updated Hessian has lost the saddle's negative curvature;
+* ``hip_climb_exact_check`` (``--methods`` only): the HIP head's Hessian guides the climb
+  (adaptive schedule), the backbone's exact autograd Hessian checks the saddle index and
+  drives the IRC.
 
 The reactant is the lower-energy of the two xTB minima (so ΔE‡ is the larger of the two
 barriers), the product the other. Per reaction and method one JSON line records: the verdict,
@@ -54,196 +60,55 @@ Units: Å, eV (kcal/mol where named), cm⁻¹, s, K.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import math
-import os
-import platform
-import statistics
+import sys
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 
 REPO = Path(__file__).resolve().parents[1]
-DB = REPO / "data" / "reactions_xtb.db"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling ts_search_* modules
+
+from ts_search_reactions import (  # noqa: E402
+    DB,
+    KCAL_MOL,
+    TEMPERATURE_K,
+    Reaction,
+    _reaction_key,
+    held_out_reaction_ids,
+    load_reactions,
+    log10_eyring,
+    pick_reactions,
+    reference_barrier,
+)
+from ts_search_report import (  # noqa: E402
+    _ROW_KEYS,
+    METHODS,
+    _fmt,
+    _jsonable,
+    format_rows,
+    format_table,
+    machine_info,
+    plot,
+    read_results,
+    summarize,
+)
+
 DOCS = REPO / "docs" / "benchmarks"
 
-#: Method key -> label in the tables.
-METHODS: dict[str, str] = {
-    "hip": "HIP",
-    "autograd": "autograd",
-    "none": "no Hessian",
-    "xtb": "xTB oracle",
-}
+#: Methods whose model Hessian Sella asks for only at the start and when its updated Hessian
+#: has lost the saddle's negative curvature (``find_ts(hessian_every=None)``).
+ADAPTIVE_METHODS: frozenset[str] = frozenset(
+    {"hip_adaptive", "autograd_adaptive", "hip_climb_exact_check"}
+)
 
-#: Temperature of the rates, K.
-TEMPERATURE_K = 298.15
-
-#: One kcal/mol in eV.
-KCAL_MOL = units.kcal / units.mol
-
-
-# ---------------------------------------------------------------------------------- data
-@dataclass
-class Reaction:
-    """One held-out reaction: xTB minima, TS, energies and Hessians from the dataset.
-
-    Attributes:
-        id: the dataset's reaction id, ``"<molecule index>:<reaction index>"``.
-        molecule: SMILES of the molecule the reaction was found from.
-        reactant: the lower-energy xTB minimum (Å; ``info`` charge and spin).
-        product: the other xTB minimum.
-        ts: the xTB transition state.
-        reactant_energy_eV: xTB energy of the reactant, eV.
-        product_energy_eV: xTB energy of the product, eV.
-        ts_energy_eV: xTB energy of the TS, eV.
-        reactant_hessian: xTB Hessian at the reactant, (3N, 3N) eV/Å².
-        ts_hessian: xTB Hessian at the TS, (3N, 3N) eV/Å².
-        charge: total charge, e.
-        spin: spin multiplicity 2S + 1.
-    """
-
-    id: str
-    molecule: str
-    reactant: Atoms
-    product: Atoms
-    ts: Atoms
-    reactant_energy_eV: float
-    product_energy_eV: float
-    ts_energy_eV: float
-    reactant_hessian: np.ndarray
-    ts_hessian: np.ndarray
-    charge: int
-    spin: int
-
-    @property
-    def n_atoms(self) -> int:
-        """Number of atoms."""
-        return len(self.ts)
-
-
-def _reaction_key(reaction_id: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in reaction_id.split(":"))
-
-
-def _connect(db: Path) -> Any:
-    import ase.db
-
-    if not Path(db).is_file():
-        raise FileNotFoundError(f"no reaction database at {db}")
-    return ase.db.connect(str(db), type="db", use_lock_file=False)
-
-
-def held_out_reaction_ids(db: Path = DB, split: str = "test") -> dict[str, int]:
-    """Reaction ids of ``split`` (the ``split`` column) with their atom counts, sorted by id."""
-    rows = _connect(db).select(kind="ts", split=split, include_data=False)
-    sizes = {str(row.get("reaction")): int(row.natoms) for row in rows}
-    return dict(sorted(sizes.items(), key=lambda item: _reaction_key(item[0])))
-
-
-def pick_reactions(ids: Sequence[str], n: int, seed: int = 0) -> list[str]:
-    """``n`` of ``ids``, reproducibly: the first ``n`` of a seeded permutation (so a smaller
-    ``n`` picks a subset of a larger one), in the permutation's order."""
-    order = np.random.default_rng(seed).permutation(len(ids))
-    return [ids[i] for i in order[: max(0, n)]]
-
-
-def _frame(row: Any) -> tuple[Atoms, float, np.ndarray, dict[str, Any]]:
-    """(atoms with charge/spin info, energy eV, Hessian (3N, 3N) eV/Å², meta) of a db row
-    (the layout :class:`hip_head.finetune.data.AseDbDataset` reads)."""
-    from hip_head.finetune.data import unpack_triu
-
-    data = row.data or {}
-    n3 = 3 * len(row.numbers)
-    if "hessian" in data:
-        hessian = np.asarray(data["hessian"], dtype=np.float64).reshape(n3, n3)
-    else:
-        hessian = unpack_triu(data["hessian_triu"], n3)
-    atoms = Atoms(numbers=row.numbers, positions=row.positions)
-    atoms.info.update(charge=int(data.get("charge", 0)), spin=int(data.get("spin", 1)))
-    return atoms, float(row.energy), hessian, dict(data.get("meta") or {})
-
-
-def load_reactions(ids: Sequence[str], db: Path = DB) -> dict[str, Reaction]:
-    """The reactions ``ids`` of the database: the TS and both minima (``kind`` ``"ts"`` and
-    ``"minimum"`` rows of the same ``reaction``; ``meta["side"]`` 0 and 1 are the two ends of
-    the TS's IRC), with xTB energies and Hessians. The reactant is the lower-energy minimum.
-
-    Raises:
-        KeyError: an id does not have one TS and two minima.
-    """
-    connection = _connect(db)
-    out: dict[str, Reaction] = {}
-    for rid in ids:
-        ts_rows = list(connection.select(reaction=rid, kind="ts"))
-        end_rows = list(connection.select(reaction=rid, kind="minimum"))
-        if len(ts_rows) != 1 or len(end_rows) != 2:
-            raise KeyError(f"reaction {rid}: {len(ts_rows)} TS and {len(end_rows)} minima in {db}")
-        ts, e_ts, h_ts, meta = _frame(ts_rows[0])
-        ends = sorted((_frame(r) for r in end_rows), key=lambda f: float(f[3].get("side", 0)))
-        (reactant, e_r, h_r, _), (product, e_p, _, _) = sorted(ends, key=lambda f: f[1])
-        out[rid] = Reaction(
-            id=rid,
-            molecule=str(meta.get("molecule", ts_rows[0].get("molecule", ""))),
-            reactant=reactant,
-            product=product,
-            ts=ts,
-            reactant_energy_eV=e_r,
-            product_energy_eV=e_p,
-            ts_energy_eV=e_ts,
-            reactant_hessian=h_r,
-            ts_hessian=h_ts,
-            charge=int(ts.info["charge"]),
-            spin=int(ts.info["spin"]),
-        )
-    return out
-
-
-# ---------------------------------------------------------------------------------- rates
-def log10_eyring(delta_g_eV: float, temperature_K: float = TEMPERATURE_K) -> float:
-    """log10 of the Eyring rate constant (s⁻¹) for a barrier ΔG‡ (eV); computed in logs so
-    that no barrier under- or overflows."""
-    from hip_head.chem.thermo import eyring_rate
-
-    kt = units.kB * temperature_K
-    return math.log10(eyring_rate(0.0, temperature_K)) - delta_g_eV / (kt * math.log(10.0))
-
-
-def reference_barrier(reaction: Reaction) -> dict[str, Any]:
-    """xTB's ΔE‡ and ΔG‡ (kcal/mol) from the dataset's TS and reactant energies and Hessians."""
-    from hip_head.chem.thermo import free_energy_barrier, thermo
-
-    out: dict[str, Any] = {
-        "dE_kcal": (reaction.ts_energy_eV - reaction.reactant_energy_eV) / KCAL_MOL,
-        "dG_kcal": None,
-        "note": "",
-    }
-    try:
-        r = thermo(
-            reaction.reactant,
-            hessian=reaction.reactant_hessian,
-            energy=reaction.reactant_energy_eV,
-            temperature_K=TEMPERATURE_K,
-        )
-        t = thermo(
-            reaction.ts,
-            hessian=reaction.ts_hessian,
-            energy=reaction.ts_energy_eV,
-            temperature_K=TEMPERATURE_K,
-            allow_saddle=True,
-        )
-        out["dG_kcal"] = free_energy_barrier(r, t, temperature_K=TEMPERATURE_K).delta_g_kcal_per_mol
-        out["reactant_thermo"] = r
-    except Exception as exc:  # noqa: BLE001 - a reference without ΔG‡ falls back to ΔE‡
-        out["note"] = f"xTB ΔG‡ not available: {exc}"[:300]
-    return out
+#: Methods run when ``--methods`` is not given.
+DEFAULT_METHODS: tuple[str, ...] = ("hip", "autograd", "none", "xtb")
 
 
 # ---------------------------------------------------------------------------------- one search
@@ -276,12 +141,14 @@ class Potentials:
         autograd-Hessian model with ``"none"`` (``none``: Sella's own estimates in the climb,
         the exact Hessian only for the saddle-index check and IRC) or ``"model"``
         (``autograd``), or GFN2-xTB with the reaction's charge and spin."""
-        if method == "hip":
+        if method in ("hip", "hip_adaptive"):
             return self._model("head"), "model"
         if method == "none":
             return self._model("autograd"), "none"
-        if method == "autograd":
+        if method in ("autograd", "autograd_adaptive"):
             return self._model("autograd"), "model"
+        if method == "hip_climb_exact_check":
+            return self._model("autograd"), self._model("head").hessian
         if method == "xtb":
             return _xtb(reaction), "model"
         raise ValueError(f"unknown method {method!r}: use {', '.join(METHODS)}")
@@ -347,7 +214,7 @@ def run_search(
             "fmax": args.fmax,
             "max_steps": args.steps,
             "time_limit_s": args.time_limit,
-            "hessian_every": 1,
+            "hessian_every": "adaptive" if method in ADAPTIVE_METHODS else 1,
         },
         "verdict": "error",
         "reason": "",
@@ -364,6 +231,7 @@ def run_search(
             reaction.product,
             model=potential,
             hessian=hessian,
+            hessian_every=None if method in ADAPTIVE_METHODS else 1,
             fmax=args.fmax,
             max_steps=args.steps,
             time_limit_s=args.time_limit,
@@ -474,184 +342,6 @@ def run_search(
     return record
 
 
-# ---------------------------------------------------------------------------------- results
-def read_results(path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """``(reaction, method, model) -> record`` of a results file (later lines win; unreadable
-    lines, e.g. one cut short by a kill, are skipped)."""
-    out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-            out[(rec["reaction"], rec["method"], rec["model"])] = rec
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
-    return out
-
-
-def _median(values: Sequence[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
-
-
-def _mae(values: Sequence[float]) -> float | None:
-    return float(np.mean(np.abs(values))) if values else None
-
-
-def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per-method summary of records of one method.
-
-    Success: verdict ``"ts"`` (converged, one imaginary mode under the method's Hessian, IRC
-    reaching both given minima). One imaginary under xTB: converged and xTB's Hessian at the
-    found geometry has exactly one imaginary mode; one imaginary (exact): the same with the
-    backbone's autograd Hessian (model methods). RMSD, barrier and log10 k errors are over the
-    successful searches; steps and times over all.
-    """
-    n = len(records)
-    ok = [r for r in records if r.get("success")]
-    return {
-        "n": n,
-        "success": len(ok),
-        "converged": sum(bool(r.get("converged")) for r in records),
-        "xtb_one_imaginary": sum(
-            bool(r.get("converged")) and r.get("xtb_saddle_index") == 1 for r in records
-        ),
-        "exact_one_imaginary": sum(
-            bool(r.get("converged")) and r.get("exact_saddle_index") == 1 for r in records
-        ),
-        "exact_checked": sum(r.get("exact_saddle_index") is not None for r in records),
-        "errors": sum(r.get("error") is not None for r in records),
-        "median_rmsd_A": _median([r["rmsd_A"] for r in ok if r.get("rmsd_A") is not None]),
-        "mae_barrier_kcal": _mae(
-            [r["barrier_error_kcal"] for r in ok if r.get("barrier_error_kcal") is not None]
-        ),
-        "mae_log10k": _mae([r["log10k_error"] for r in ok if r.get("log10k_error") is not None]),
-        "log10k_from_dG": sum(r.get("log10k_basis") == "dG" for r in ok),
-        "median_steps": _median([r["steps"] for r in records if "steps" in r]),
-        "model_seconds": float(sum(r.get("model_seconds", 0.0) for r in records)),
-        "median_search_wall_s": _median(
-            [r["search_wall_s"] for r in records if "search_wall_s" in r]
-        ),
-        "total_wall_s": float(sum(r.get("total_wall_s", 0.0) for r in records)),
-        "verdicts": dict(
-            sorted(
-                {
-                    v: sum(r["verdict"] == v for r in records)
-                    for v in {r["verdict"] for r in records}
-                }.items()
-            )
-        ),
-    }
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
-def format_table(summary: dict[str, dict[str, Any]]) -> str:
-    """One markdown table, one row per method."""
-    lines = [
-        "| method | success | 1 imag. (xTB) | 1 imag. (exact) | median RMSD Å | MAE ΔE‡ kcal/mol "
-        "| MAE log10 k | median steps | median search s | model time s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method, s in summary.items():
-        n = s["n"]
-        k = f" ({s['log10k_from_dG']}/{s['success']} ΔG‡)" if s["success"] else ""
-        exact = f"{s['exact_one_imaginary']}/{n}" if s["exact_checked"] else "–"
-        lines.append(
-            f"| {METHODS[method]} | {s['success']}/{n} | {s['xtb_one_imaginary']}/{n} | {exact} "
-            f"| {_fmt(s['median_rmsd_A'], '.3f')} | {_fmt(s['mae_barrier_kcal'], '.2f')} "
-            f"| {_fmt(s['mae_log10k'], '.2f')}{k} | {_fmt(s['median_steps'], '.0f')} "
-            f"| {_fmt(s['median_search_wall_s'], '.1f')} | {s['model_seconds']:.1f} |"
-        )
-    return "\n".join(lines)
-
-
-def format_rows(records: Sequence[dict[str, Any]]) -> str:
-    """One markdown line per search (reaction, method)."""
-    lines = [
-        "| reaction | atoms | method | verdict | steps | imag. modes own/exact/xTB | RMSD Å "
-        "| ΔE‡ err kcal/mol | log10 k err | model s | search s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        index = "/".join(
-            "–" if r.get(k) is None else str(r[k])
-            for k in ("saddle_index", "exact_saddle_index", "xtb_saddle_index")
-        )
-        lines.append(
-            f"| {r['reaction']} | {r['atoms']} | {r['label']} | {r['verdict']} "
-            f"| {r.get('steps', '–')} | {index} "
-            f"| {_fmt(r.get('rmsd_A'), '.3f')} | {_fmt(r.get('barrier_error_kcal'), '+.2f')} "
-            f"| {_fmt(r.get('log10k_error'), '+.2f')} ({r.get('log10k_basis', '–')}) "
-            f"| {_fmt(r.get('model_seconds'), '.1f')} | {_fmt(r.get('search_wall_s'), '.1f')} |"
-        )
-    return "\n".join(lines)
-
-
-def machine_info(threads: int) -> dict[str, Any]:
-    """Platform, CPU model (``/proc/cpuinfo``), cores, threads, package versions and date."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    versions: dict[str, str | None] = {}
-    for package in ("torch", "mace-torch", "sella", "tblite", "ase", "hip-head"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "threads": threads,
-        "torch": versions["torch"],
-        "versions": versions,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def plot(summary: dict[str, dict[str, Any]], records: Sequence[dict[str, Any]], path: Path) -> None:
-    """Bars of success and of one-imaginary-under-xTB per method; a box of steps per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(summary)
-    labels = [METHODS[m] for m in methods]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    x = np.arange(len(methods))
-    width = 0.38
-    frac = [summary[m]["success"] / max(summary[m]["n"], 1) for m in methods]
-    imag = [summary[m]["xtb_one_imaginary"] / max(summary[m]["n"], 1) for m in methods]
-    ax1.bar(x - width / 2, frac, width, label="TS + IRC connects")
-    ax1.bar(x + width / 2, imag, width, label="1 imaginary mode (xTB)")
-    ax1.set_xticks(x, labels)
-    ax1.set_ylim(0, 1.05)
-    ax1.set_ylabel("fraction of reactions")
-    ax1.legend(fontsize=8)
-    n_reactions = max((summary[m]["n"] for m in methods), default=0)
-    ax1.set_title(f"{n_reactions} held-out reactions")
-    steps = [[r["steps"] for r in records if r["method"] == m and "steps" in r] for m in methods]
-    ax2.boxplot([s if s else [np.nan] for s in steps])
-    ax2.set_xticks(range(1, len(methods) + 1), labels)
-    ax2.set_ylabel("Sella steps")
-    ax2.set_title("optimiser steps per search")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # ---------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -668,7 +358,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the reaction choice")
     parser.add_argument("--quick", action="store_true", help="2 reactions (a smoke test)")
     parser.add_argument(
-        "--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="subset"
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        choices=list(METHODS),
+        help=f"which (default {' '.join(DEFAULT_METHODS)})",
     )
     parser.add_argument("--model", default="pretrained", help="HIP model (default pretrained)")
     parser.add_argument("--fmax", type=float, default=0.01, help="eV/Å (default 0.01)")
@@ -766,23 +460,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot(summary, records, args.plot)
     print(f"\nwrote {args.json} and {args.plot}")
     return 0
-
-
-#: Per-search fields copied into the summary JSON.
-_ROW_KEYS = (
-    "reaction", "method", "atoms", "verdict", "success", "converged", "steps", "saddle_index",
-    "exact_saddle_index", "xtb_saddle_index", "irc_connects", "rmsd_A", "dE_kcal", "dE_ref_kcal",
-    "barrier_error_kcal", "dG_kcal", "dG_ref_kcal", "log10k_error", "log10k_basis",
-    "model_seconds", "search_wall_s", "total_wall_s", "error",
-)  # fmt: skip
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 if __name__ == "__main__":

@@ -49,9 +49,10 @@ class ModelConfig:
     """What to fine-tune.
 
     Attributes:
-        backbone: path of a backbone saved with ``torch.save(model)`` (a MACE ``.model``
-            file, ...), or ``"default"``: the small pretrained ScaleShiftMACE shipped in
-            ``hip_head/assets``.
+        backbone: path of a backbone file: a safe one
+            (:func:`hip_head.serialization.save_backbone`) or, with ``trust``, one saved with
+            ``torch.save(model)`` (a MACE ``.model`` file, ...); or ``"default"``: the small
+            pretrained ScaleShiftMACE shipped in ``hip_head/assets``.
         init: path of a saved HIP (:meth:`HIPModel.save`) to continue from instead of wrapping
             ``backbone`` with a new head.
         adapter: adapter name or ``"auto"`` (see :func:`hip_head.wrap`).
@@ -61,6 +62,9 @@ class ModelConfig:
             ``block_scale`` ...); ``block_scale: auto`` takes the RMS of the training split's
             Hessian entries, eV/Å².
         dtype: ``"float32"`` or ``"float64"``: the model is cast to it.
+        trust: open ``backbone`` / ``init`` files in the pickle format (``torch.save(model)``,
+            HIP files of older hip-head versions). Unpickling can run code: only for files from
+            a source you trust. Safe-format files never need it (see ``docs/safety.md``).
     """
 
     backbone: str | None = "default"
@@ -69,6 +73,7 @@ class ModelConfig:
     adapter_options: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)
     dtype: Literal["float32", "float64"] = "float32"
+    trust: bool = False
 
 
 @dataclass
@@ -136,35 +141,51 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights (see :class:`~hip_head.finetune.losses.LossWeights`).
+    """The loss: weights and options of every term (:mod:`hip_head.finetune.losses`).
 
-    In ``head`` mode the backbone is frozen, so energy and force terms cannot change and are
-    left out of the loss (they are still reported in validation).
+    The one loss configuration: YAML section ``loss``, ``--set loss.KEY=VALUE`` on the command
+    line, and the ``weights`` argument of :func:`~hip_head.finetune.losses.total_loss` (also
+    exported there as ``LossWeights``). In ``head`` mode the backbone is frozen, so energy and
+    force terms cannot change and are left out of the loss (they are still reported in
+    validation). With ``train.target: autograd`` the ``hessian`` weight applies to the sampled
+    autograd Hessian rows (term ``hessian_rows``) and the subspace term is off.
 
     Attributes:
-        energy: energy weight (upstream 1).
-        forces: force weight (upstream 25).
-        hessian: entrywise Hessian weight (upstream 10).
-        subspace: weight of the lowest-eigenpair subspace loss (0: off).
-        subspace_k: eigenpairs in the subspace loss.
-        subspace_basis: ``"cartesian"`` (lowest eigenpairs of the raw label Hessian) or
-            ``"vibrational"`` (of the mass-weighted, Eckart-projected one: the modes that set
-            the saddle index).
-        hessian_kind: ``"mae"`` or ``"mse"``.
-        hessian_normalization: ``"entry"`` or ``"molecule"``.
-        autograd_rows: Hessian rows per structure in ``target: autograd`` mode (HORM style,
+        energy: weight of the energy term (upstream 1).
+        forces: weight of the force term (upstream 25).
+        hessian: weight of the entrywise Hessian term (upstream 10).
+        subspace: weight of the lowest-eigenpair subspace term (0: off).
+        subspace_k: eigenpairs in the subspace term (None: all 3N).
+        hessian_kind: ``"mae"`` or ``"mse"`` (Hessian and Hessian-row terms).
+        hessian_normalization: ``"entry"`` (mean over all entries of the batch, upstream) or
+            ``"molecule"`` (mean per structure first).
+        subspace_dist: ``"mae"``, ``"mse"`` or ``"frosq"`` (squared Frobenius norm).
+        subspace_basis: ``"cartesian"`` (lowest eigenpairs of the raw label Hessian, eV/Å²) or
+            ``"vibrational"`` (of the mass-weighted, Eckart-projected one, eV/Å²/amu: the modes
+            that set the saddle index).
+        energy_kind: ``"mae"`` or ``"mse"`` for energies.
+        forces_kind: ``"mae"`` or ``"mse"`` for forces.
+        energy_per_atom: compare energies per atom (eV/atom).
+        autograd_rows: Hessian rows per structure with ``train.target: autograd`` (HORM style,
             random rows through VJPs each step).
+        terms: further registered loss terms, ``{name: {"weight": w, **options}}``
+            (:func:`~hip_head.finetune.losses.register_loss`).
     """
 
     energy: float = 1.0
     forces: float = 25.0
     hessian: float = 10.0
     subspace: float = 0.0
-    subspace_k: int = 8
-    subspace_basis: Literal["cartesian", "vibrational"] = "cartesian"
+    subspace_k: int | None = 8
     hessian_kind: Literal["mae", "mse"] = "mae"
     hessian_normalization: Literal["entry", "molecule"] = "entry"
+    subspace_dist: Literal["mae", "mse", "frosq"] = "mae"
+    subspace_basis: Literal["cartesian", "vibrational"] = "cartesian"
+    energy_kind: Literal["mae", "mse"] = "mae"
+    forces_kind: Literal["mae", "mse"] = "mae"
+    energy_per_atom: bool = False
     autograd_rows: int = 4
+    terms: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -270,15 +291,34 @@ class FinetuneConfig:
             "train.last_k": t.last_k,
             "data.batch_size": d.batch_size,
             "loss.autograd_rows": lo.autograd_rows,
-            "loss.subspace_k": lo.subspace_k,
+            "loss.subspace_k": 1 if lo.subspace_k is None else lo.subspace_k,
             "train.num_nodes": t.num_nodes,
         }
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
+        non_negative = {
+            "optim.grad_clip": o.grad_clip,
+            "optim.warmup_steps": o.warmup_steps,
+            "optim.weight_decay": o.weight_decay,
+            "optim.min_lr_ratio": o.min_lr_ratio,
+            "data.num_workers": d.num_workers,
+        }
+        for key, value in non_negative.items():
+            if not value >= 0:  # NaN fails too
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+        for key, limit in (
+            ("data.max_train_frames", d.max_train_frames),
+            ("data.max_val_frames", d.max_val_frames),
+        ):
+            if limit is not None and limit < 1:
+                raise ConfigError(f"{key} must be >= 1 or null (all frames), got {limit}")
+        if o.backbone_lr is not None and not o.backbone_lr > 0:
+            raise ConfigError(f"optim.backbone_lr must be > 0 or null, got {o.backbone_lr}")
+        _check_head_options(self.model.head)
         if t.max_minutes is not None and not t.max_minutes > 0:
             raise ConfigError(f"train.max_minutes must be > 0 or null, got {t.max_minutes}")
-        if o.lr <= 0:
+        if not o.lr > 0:
             raise ConfigError(f"optim.lr must be > 0, got {o.lr}")
         if not 0.0 <= o.ema_decay < 1.0:
             raise ConfigError(f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
@@ -293,13 +333,45 @@ class FinetuneConfig:
             )
         if min(lo.energy, lo.forces, lo.hessian, lo.subspace) < 0:
             raise ConfigError("loss weights must be >= 0")
-        if t.mode == "head" and lo.hessian == 0 and lo.subspace == 0:
+        if lo.terms:
+            from hip_head.finetune.losses import build_loss_terms  # the registry needs torch
+
+            build_loss_terms(lo)  # unknown names, bad weights or options: ConfigError
+        extra_weights = [
+            spec.get("weight", 0) for spec in lo.terms.values() if isinstance(spec, Mapping)
+        ]
+        if t.mode == "head" and lo.hessian == 0 and lo.subspace == 0 and not any(extra_weights):
             raise ConfigError(
-                "train.mode 'head' trains only the Hessian head: loss.hessian or loss.subspace "
-                "must be > 0"
+                "train.mode 'head' trains only the Hessian head: loss.hessian, loss.subspace "
+                "or a term in loss.terms must have a weight > 0"
             )
         if self.model.backbone is None and self.model.init is None:
             raise ConfigError("set model.backbone (a file or 'default') or model.init")
+
+
+def _check_head_options(head: Mapping[str, Any]) -> None:
+    """``model.head`` keys must be arguments of :class:`~hip_head.readout.HessianReadout`.
+
+    Raises:
+        ConfigError: naming the dotted key and the accepted ones.
+    """
+    if not head:
+        return
+    import inspect
+
+    from hip_head.readout import HessianReadout
+
+    accepted = [
+        name
+        for name, p in inspect.signature(HessianReadout.__init__).parameters.items()
+        if name not in ("self", "node_irreps")
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    for key in head:
+        if key not in accepted:
+            raise ConfigError(
+                f"unknown config key 'model.head.{key}'; allowed in 'model.head': {accepted}"
+            )
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -400,23 +472,33 @@ def load_config(
 def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``"section.key=value"`` overrides to a nested dict (a copy).
 
+    Deeper dotted names set nested mappings, e.g. ``loss.terms.my_term.weight=2``.
+
     Raises:
-        ConfigError: an override without ``=`` or without a ``section.key`` name.
+        ConfigError: an override without ``=``, without a ``section.key`` name, or through a
+            value that is not a mapping.
     """
+    import copy
+
     import yaml
 
-    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    out = copy.deepcopy(dict(raw))
     for item in overrides:
         name, sep, text = item.partition("=")
         parts = name.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
+        if not sep or len(parts) < 2 or not all(parts):
             raise ConfigError(f"override {item!r} must look like section.key=value")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: bad value: {exc}") from exc
-        section = out.setdefault(parts[0], {})
-        if not isinstance(section, dict):
-            raise ConfigError(f"override {item!r}: {parts[0]!r} is not a section")
-        section[parts[1]] = value
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                what = "section" if depth == 0 else "mapping"
+                raise ConfigError(f"override {item!r}: {where!r} is not a {what}")
+            node = child
+        node[parts[-1]] = value
     return out

@@ -99,8 +99,8 @@ def _autograd_twin(hip: Any) -> Any:
 def _held_out(name: str, per_kind: int, seed: int) -> list[Any]:
     """The test rows of a shipped dataset, at most ``per_kind`` per kind."""
     from hip_head.finetune.config import DataConfig
+    from hip_head.finetune.data import open_source
     from hip_head.finetune.evaluate import stratified_subset
-    from hip_head.finetune.module import open_source
 
     source = open_source(name, DataConfig())
     rows = [i for i, s in enumerate(source.column("split")) if s == "test"]

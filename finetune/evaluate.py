@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hip_head.errors import InvalidArgumentError
 from hip_head.finetune.data import HessianSample, collate_hessian
 from hip_head.finetune.losses import hessian_metrics
 from hip_head.vibrations import vibrational_analysis
@@ -162,7 +163,7 @@ def group_hessian_mae(
     """
     per = evaluation.per_structure["hessian_mae"]
     if len(groups) != len(per):
-        raise ValueError(f"{len(groups)} group labels for {len(per)} structures")
+        raise InvalidArgumentError(f"{len(groups)} group labels for {len(per)} structures")
     total = sum(per) or 1.0
     out: dict[str, list[float]] = {}
     for group, mae in zip(groups, per, strict=True):
@@ -230,7 +231,7 @@ def metrics_by_group(evaluation: Evaluation, groups: Sequence[str]) -> dict[str,
     per = evaluation.per_structure
     n = len(next(iter(per.values()))) if per else 0
     if len(groups) != n:
-        raise ValueError(f"{len(groups)} group labels for {n} structures")
+        raise InvalidArgumentError(f"{len(groups)} group labels for {n} structures")
     members: dict[str, list[int]] = {"all": list(range(n))}
     for i, g in enumerate(groups):
         members.setdefault(str(g), []).append(i)

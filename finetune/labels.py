@@ -1,16 +1,13 @@
-"""Reference Hessian labels from quantum chemistry: GFN-xTB (tblite) and PySCF.
+"""Labelling many structures with reference Hessians into an ASE database, resumably.
 
-Every labeller returns a :class:`~hip_head.finetune.data.HessianSample` in hip-head's units and
-layout: energy eV, forces (N, 3) eV/Å, Hessian flat ``((3N)**2,)`` eV/Å², the row-major
-(3N, 3N) matrix with index ``3a + α``.
-
-- :func:`label_xtb`: GFN1/GFN2-xTB through ``tblite.ase.TBLite``; the Hessian by central
-  differences of the analytic gradients (6N gradient calls), symmetrised.
-- :func:`label_pyscf`: RHF/UHF/RKS/UKS analytic Hessian from PySCF (``mf.Hessian().kernel()``),
-  converted from Hartree/Bohr² to eV/Å².
-- :func:`label_many`: label many molecules in parallel into an ASE SQLite database, resumably;
-  failures are recorded as failed rows, never crash the run.
+- :func:`label_many`: label structures with one engine (:data:`ENGINES`: GFN-xTB or PySCF, see
+  :mod:`hip_head.finetune.engines`) in parallel into an ASE SQLite database; every result is
+  written as soon as it is ready, and failures are recorded as failed rows, never crash the run.
+- :func:`label_key`: the stable key of each input, by which a rerun skips finished structures.
 - :func:`main_label`: the command line (``hip data label``).
+
+The single-structure labellers (:func:`label_xtb`, :func:`label_pyscf`, :class:`LabelError`)
+live in :mod:`hip_head.finetune.engines` and are importable from here too.
 
 Database rows written by :func:`label_many` use the layout of
 :func:`~hip_head.finetune.data.write_ase_db` (read back by
@@ -35,12 +32,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 
-from hip_head.autograd import finite_difference_hessian
-from hip_head.errors import HIPError
+from hip_head.errors import InvalidArgumentError
 from hip_head.finetune.data import HessianSample, write_ase_db
-from hip_head.units import hartree_per_bohr2_to_ev_per_a2
+from hip_head.finetune.engines import (
+    ENGINES,
+    LabelError,
+    label_pyscf,
+    label_xtb,
+    level_of_theory,
+)
 
 __all__ = [
     "ENGINES",
@@ -54,214 +56,6 @@ __all__ = [
 ]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-class LabelError(HIPError, RuntimeError):
-    """A reference calculation failed (SCF not converged, inconsistent charge/spin, ...)."""
-
-
-# ---------------------------------------------------------------------------------- xTB
-def label_xtb(
-    atoms: Atoms,
-    method: str = "GFN2-xTB",
-    step: float = 1e-3,
-    charge: int | None = None,
-    spin: int | None = None,
-    accuracy: float = 0.01,
-    **calc_options: Any,
-) -> HessianSample:
-    """Label one structure with GFN-xTB (tblite).
-
-    Energy and forces are tblite's analytic values at ``atoms``. The Hessian is the central
-    difference of the analytic forces, column ``3a + α`` = ``-(F(x + h e) - F(x - h e)) / 2h``
-    (6N gradient calls; truncation error O(h²)), then symmetrised as ``(H + Hᵀ) / 2``; the
-    asymmetry removed is kept in ``meta["fd_asymmetry"]`` (max |H - Hᵀ| / 2, eV/Å²) as an error
-    estimate.
-
-    Args:
-        atoms: the structure (N atoms, positions Å); not modified.
-        method: ``"GFN2-xTB"``, ``"GFN1-xTB"`` or ``"IPEA1-xTB"``.
-        step: finite-difference displacement h, Å.
-        charge: total charge, e; None: ``atoms.info["charge"]`` or 0.
-        spin: spin multiplicity 2S + 1 (the :class:`HessianSample` convention); None:
-            ``atoms.info["spin"]`` or 1.
-        accuracy: tblite's numerical accuracy (SCF and integral thresholds; tblite's default is
-            1.0). The default 0.01 costs ~30% more time than 1.0 but cuts the SCF noise in the
-            forces ~100-fold: at 1.0 the forces carry ~1e-4 eV/Å of noise, i.e. ~0.05 eV/Å² of
-            noise in a Hessian with h = 1e-3 Å (measured ``fd_asymmetry``: water 0.023 vs
-            0.0002, a 20-atom dimer 0.10 vs 0.001 eV/Å²).
-        **calc_options: more ``tblite.ase.TBLite`` keywords (e.g. ``accuracy``,
-            ``electronic_temperature``, ``solvation``).
-
-    Returns:
-        The sample: energy eV, forces (N, 3) eV/Å, Hessian ((3N)²,) eV/Å², charge, spin
-        (multiplicity) and ``meta`` with ``engine``, ``method``, ``step``, ``accuracy``,
-        ``fd_asymmetry``, ``seconds``.
-
-    Raises:
-        LabelError: tblite failed (SCF not converged, electrons/multiplicity inconsistent, ...).
-    """
-    from tblite.ase import TBLite
-
-    t0 = time.perf_counter()
-    charge = int(atoms.info.get("charge", 0) if charge is None else charge)
-    spin = int(atoms.info.get("spin", 1) if spin is None else spin)
-    work = Atoms(numbers=atoms.get_atomic_numbers(), positions=atoms.get_positions())
-    work.calc = TBLite(
-        method=method,
-        charge=charge,
-        multiplicity=spin,
-        accuracy=accuracy,
-        verbosity=0,
-        **calc_options,
-    )
-
-    def forces_fn(positions: np.ndarray) -> np.ndarray:
-        work.set_positions(positions)
-        return work.get_forces()
-
-    try:
-        x0 = atoms.get_positions()
-        hessian = finite_difference_hessian(forces_fn, x0, step=step)
-        work.set_positions(x0)
-        energy = work.get_potential_energy()
-        forces = work.get_forces()
-    except Exception as exc:  # noqa: BLE001 - tblite raises CalculationFailed, RuntimeError...
-        raise LabelError(f"tblite {method} failed: {exc}") from exc
-    asym = 0.5 * float(np.abs(hessian - hessian.T).max())
-    hessian = 0.5 * (hessian + hessian.T)
-    return HessianSample(
-        positions=x0,
-        numbers=atoms.get_atomic_numbers(),
-        energy=float(energy),
-        forces=np.array(forces, dtype=np.float64),
-        hessian=hessian.reshape(-1),
-        charge=charge,
-        spin=spin,
-        meta={
-            "engine": "xtb",
-            "method": method,
-            "step": float(step),
-            "accuracy": float(accuracy),
-            "fd_asymmetry": asym,
-            "seconds": time.perf_counter() - t0,
-        },
-    )
-
-
-# ---------------------------------------------------------------------------------- PySCF
-_PYSCF_METHODS = ("RHF", "UHF", "RKS", "UKS")
-
-
-def label_pyscf(
-    atoms: Atoms,
-    method: str = "RKS",
-    xc: str = "wb97x",
-    basis: str = "6-31g(d)",
-    charge: int | None = None,
-    spin: int | None = None,
-    max_memory: int = 4000,
-    conv_tol: float = 1e-10,
-) -> HessianSample:
-    """Label one structure with a PySCF analytic Hessian.
-
-    PySCF's Hessian ``mf.Hessian().kernel()`` has shape (N, N, 3, 3) in Hartree/Bohr²; it is
-    transposed to (N, 3, N, 3), reshaped to (3N, 3N) (index ``3a + α``), converted to eV/Å²
-    with :func:`hip_head.units.hartree_per_bohr2_to_ev_per_a2` and symmetrised (the analytic
-    Hessian is symmetric up to CPHF convergence). Energy Hartree → eV and forces
-    ``-gradient`` Hartree/Bohr → eV/Å use ``ase.units``.
-
-    Args:
-        atoms: the structure (positions Å); not modified.
-        method: ``"RHF"``, ``"UHF"``, ``"RKS"`` or ``"UKS"`` (KS methods use ``xc``).
-        xc: exchange-correlation functional (PySCF/libxc name), for RKS/UKS only.
-        basis: basis set name.
-        charge: total charge, e; None: ``atoms.info["charge"]`` or 0.
-        spin: 2S = N_alpha − N_beta (**PySCF's convention**, not the multiplicity); None:
-            ``atoms.info["spin"] - 1`` (info holds the multiplicity) or 0. The returned sample
-            stores the multiplicity ``spin + 1``.
-        max_memory: PySCF memory limit, MB.
-        conv_tol: SCF energy convergence threshold, Hartree.
-
-    Returns:
-        The sample: energy eV, forces (N, 3) eV/Å, Hessian ((3N)²,) eV/Å², charge,
-        spin (multiplicity) and ``meta`` with ``engine``, ``method``, ``xc``, ``basis``,
-        ``seconds``.
-
-    Raises:
-        LabelError: the SCF did not converge, or PySCF rejected the molecule (e.g. a charge and
-            spin inconsistent with the electron count).
-        ValueError: an unknown ``method``.
-    """
-    from pyscf import dft, gto, scf
-
-    method = method.upper()
-    if method not in _PYSCF_METHODS:
-        raise ValueError(f"method must be one of {_PYSCF_METHODS}; got {method!r}")
-    t0 = time.perf_counter()
-    charge = int(atoms.info.get("charge", 0) if charge is None else charge)
-    spin = int(atoms.info.get("spin", 1) - 1 if spin is None else spin)
-    try:
-        mol = gto.M(
-            atom=[(s, tuple(p)) for s, p in zip(atoms.get_chemical_symbols(), atoms.positions)],
-            unit="Angstrom",
-            basis=basis,
-            charge=charge,
-            spin=spin,
-            verbose=0,
-            max_memory=max_memory,
-        )
-    except Exception as exc:  # noqa: BLE001 - PySCF raises RuntimeError/KeyError/...
-        raise LabelError(f"PySCF rejected the molecule: {exc}") from exc
-    if method in ("RKS", "UKS"):
-        mf = (dft.RKS if method == "RKS" else dft.UKS)(mol, xc=xc)
-    else:
-        mf = (scf.RHF if method == "RHF" else scf.UHF)(mol)
-    mf.conv_tol = conv_tol
-    energy = mf.kernel()
-    if not mf.converged:
-        raise LabelError(
-            f"PySCF {method} SCF not converged in {mf.max_cycle} cycles (last E = {energy} Ha)"
-        )
-    try:
-        gradient = np.asarray(mf.nuc_grad_method().kernel(), dtype=np.float64)  # (N, 3) Ha/Bohr
-        hess_au = np.asarray(mf.Hessian().kernel(), dtype=np.float64)  # (N, N, 3, 3) Ha/Bohr²
-    except Exception as exc:  # noqa: BLE001
-        raise LabelError(f"PySCF gradient/Hessian failed: {exc}") from exc
-    n = len(atoms)
-    hessian = hartree_per_bohr2_to_ev_per_a2(hess_au.transpose(0, 2, 1, 3).reshape(3 * n, 3 * n))
-    hessian = 0.5 * (hessian + hessian.T)
-    return HessianSample(
-        positions=atoms.get_positions(),
-        numbers=atoms.get_atomic_numbers(),
-        energy=float(energy) * units.Hartree,
-        forces=-gradient * (units.Hartree / units.Bohr),
-        hessian=hessian.reshape(-1),
-        charge=charge,
-        spin=spin + 1,
-        meta={
-            "engine": "pyscf",
-            "method": method,
-            "xc": xc if method in ("RKS", "UKS") else "",
-            "basis": basis,
-            "seconds": time.perf_counter() - t0,
-        },
-    )
-
-
-#: Engine name -> labeller ``f(atoms, **options) -> HessianSample``.
-ENGINES: dict[str, Callable[..., HessianSample]] = {"xtb": label_xtb, "pyscf": label_pyscf}
-
-
-def _level(engine: str, options: dict[str, Any]) -> str:
-    """Level-of-theory tag stored with each row, e.g. ``xtb:GFN2-xTB``, ``pyscf:RKS/wb97x/...``."""
-    if engine == "xtb":
-        return f"xtb:{options.get('method', 'GFN2-xTB')}"
-    if engine == "pyscf":
-        method = str(options.get("method", "RKS")).upper()
-        xc = f"/{options.get('xc', 'wb97x')}" if method in ("RKS", "UKS") else ""
-        return f"pyscf:{method}{xc}/{options.get('basis', '6-31g(d)')}"
-    return engine
 
 
 # ---------------------------------------------------------------------------------- batch
@@ -430,14 +224,14 @@ def label_many(
             level of theory (use one database per level).
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {sorted(ENGINES)}; got {engine!r}")
+        raise InvalidArgumentError(f"engine must be one of {sorted(ENGINES)}; got {engine!r}")
     t0 = time.perf_counter()
     db_path = os.fspath(db_path)
-    level = _level(engine, engine_options)
+    level = level_of_theory(engine, engine_options)
     existing = _existing_rows(db_path)
     other = {lv for rows in existing.values() for _, _, lv in rows if lv and lv != level}
     if other:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{db_path} holds rows at level {sorted(other)}, not {level!r}; use another database"
         )
     report = LabelReport()

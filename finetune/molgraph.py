@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
+from hip_head.errors import InvalidArgumentError
+
 __all__ = [
     "MIN_BOND_CUTOFF",
     "bond_graph",
@@ -89,7 +91,7 @@ def graph_key_of_smiles(smiles: str) -> str:
 
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
-        raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
+        raise InvalidArgumentError(f"RDKit cannot parse SMILES {smiles!r}")
     mol = Chem.AddHs(mol)
     numbers = [a.GetAtomicNum() for a in mol.GetAtoms()]
     bonds = {(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()}

@@ -24,15 +24,10 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from hip_head.finetune.labels import LabelError, label_xtb
-from hip_head.finetune.reactions import (
-    XTB_ACCURACY,
-    XTB_METHOD,
-    Reaction,
-    ReactionSettings,
-    discover_reactions,
-    xtb_hessian,
-)
+from hip_head.finetune.engines import LabelError, label_xtb, xtb_hessian
+from hip_head.finetune.reaction_ends import Reaction
+from hip_head.finetune.reaction_settings import XTB_ACCURACY, XTB_METHOD, ReactionSettings
+from hip_head.finetune.reactions import discover_reactions
 from hip_head.finetune.sampling import _bare, normal_mode_samples
 
 __all__ = ["build_reactions", "main_reactions", "reaction_frames"]

@@ -27,12 +27,14 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 from ase import Atoms, units
 
-from hip_head.finetune.labels import label_xtb
+from hip_head.errors import InvalidArgumentError
+from hip_head.finetune.engines import charge_and_spin, label_xtb, xtb_calculator, xtb_hessian
 from hip_head.vibrations import vibrational_analysis
 
 __all__ = [
@@ -75,16 +77,36 @@ def _min_distance(positions: np.ndarray) -> float:
     return float(d[np.triu_indices(len(positions), k=1)].min())
 
 
-def _xtb_calc(atoms: Atoms, method: str, accuracy: float) -> Any:
-    from tblite.ase import TBLite
+def _xtb_copy(
+    atoms: Atoms, method: str, accuracy: float, positions: np.ndarray | None = None
+) -> Atoms:
+    """A :func:`_bare` copy of ``atoms`` (moved to ``positions`` (N, 3) Å when given) with a
+    tblite calculator for its charge and spin (``info``; defaults 0 and 1)."""
+    work = _bare(atoms)
+    if positions is not None:
+        work.set_positions(positions)
+    work.calc = xtb_calculator(method, *charge_and_spin(atoms), accuracy=accuracy)
+    return work
 
-    return TBLite(
-        method=method,
-        charge=int(atoms.info.get("charge", 0)),
-        multiplicity=int(atoms.info.get("spin", 1)),
-        accuracy=accuracy,
-        verbosity=0,
+
+def _saddle_optimizer(
+    template: Atoms, positions: np.ndarray, method: str, accuracy: float
+) -> tuple[Atoms, Any]:
+    """A copy of ``template`` at ``positions`` (N, 3) Å with a tblite calculator, and a Sella
+    ``order=1`` optimiser on it (internal coordinates, the exact xTB Hessian every step)."""
+    from sella import Sella
+
+    work = _xtb_copy(template, method, accuracy, positions)
+    opt = Sella(
+        work,
+        order=1,
+        internal=True,
+        hessian_function=partial(xtb_hessian, method=method, accuracy=accuracy),
+        diag_every_n=1,
+        logfile=None,
+        trajectory=None,
     )
+    return work, opt
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -109,14 +131,14 @@ def conformers_from_smiles(smiles: str, n: int = 1, seed: int = 0) -> list[Atoms
 
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
-        raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
+        raise InvalidArgumentError(f"RDKit cannot parse SMILES {smiles!r}")
     canonical = Chem.MolToSmiles(mol)
     mol = Chem.AddHs(mol)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     conf_ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=int(n), params=params))
     if not conf_ids:
-        raise ValueError(f"RDKit could not embed a 3D conformer of {smiles!r}")
+        raise InvalidArgumentError(f"RDKit could not embed a 3D conformer of {smiles!r}")
     if AllChem.MMFFHasAllMoleculeParams(mol):
         AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=2000)
     else:  # e.g. unusual elements: fall back to UFF
@@ -178,7 +200,7 @@ def relax_xtb(
         fmax: convergence threshold on the largest atomic force, eV/Å.
         steps: maximum optimiser steps.
         method: tblite method (``"GFN2-xTB"``, ``"GFN1-xTB"``).
-        accuracy: tblite accuracy (0.01, as :func:`~hip_head.finetune.labels.label_xtb`).
+        accuracy: tblite accuracy (0.01, as :func:`~hip_head.finetune.engines.label_xtb`).
         optimizer: ``"BFGS"`` or ``"FIRE"``.
 
     Returns:
@@ -188,8 +210,7 @@ def relax_xtb(
     """
     from ase.optimize import BFGS, FIRE
 
-    work = _bare(atoms)
-    work.calc = _xtb_calc(atoms, method, accuracy)
+    work = _xtb_copy(atoms, method, accuracy)
     opt_cls = {"BFGS": BFGS, "FIRE": FIRE}[optimizer.upper()]
     opt = opt_cls(work, logfile=None)
     converged = bool(opt.run(fmax=fmax, steps=steps))
@@ -289,7 +310,7 @@ def find_saddle(
 
     The minimum is displaced by ``displacement`` (Euclidean norm over all atoms, Å) along
     each of its ``n_modes`` softest Eckart normal modes, both signs, and Sella
-    (``internal=True``, ``hessian_function`` = :func:`~hip_head.finetune.labels.label_xtb`,
+    (``internal=True``, ``hessian_function`` = :func:`~hip_head.finetune.engines.xtb_hessian`,
     ``diag_every_n=1``) climbs from there. The first end point whose xTB Hessian has exactly
     one imaginary frequency (``vibrational_analysis(...).n_imaginary == 1``) and largest force
     below ``force_factor * fmax`` is returned.
@@ -312,15 +333,9 @@ def find_saddle(
         ``info["imaginary_cm1"]`` (the imaginary wavenumber as a negative number, cm⁻¹),
         ``info["energy"]`` (eV) and ``info["fmax"]`` (eV/Å); or None when no try qualifies.
     """
-    from sella import Sella
-
-    def hessian_fn(a: Atoms) -> np.ndarray:
-        n3 = 3 * len(a)
-        return label_xtb(a, method=method, accuracy=accuracy).hessian.reshape(n3, n3)
-
     start = _bare(atoms)
     if hessian is None:
-        hessian = hessian_fn(start)
+        hessian = xtb_hessian(start, method=method, accuracy=accuracy)
     vib = vibrational_analysis(hessian, start)
     x0 = start.get_positions()
     tries = range(min(n_modes, vib.n_modes)) if modes is None else modes
@@ -329,18 +344,9 @@ def find_saddle(
             continue
         mode = vib.modes[k]  # [N, 3], unit norm
         for sign in (1.0, -1.0):
-            work = _bare(start)
-            work.set_positions(x0 + sign * displacement * mode)
-            work.calc = _xtb_calc(start, method, accuracy)
             try:
-                opt = Sella(
-                    work,
-                    order=1,
-                    internal=True,
-                    hessian_function=hessian_fn,
-                    diag_every_n=1,
-                    logfile=None,
-                    trajectory=None,
+                work, opt = _saddle_optimizer(
+                    start, x0 + sign * displacement * mode, method, accuracy
                 )
                 opt.run(fmax=fmax, steps=steps)
                 forces = work.get_forces()
@@ -408,8 +414,7 @@ def sample_geometries(
             key = str(start.info["molecule"])
             minimum = relax_xtb(start, fmax=fmax, method=method)
             minimum.info["molecule"] = key
-            n3 = 3 * len(minimum)
-            hessian = label_xtb(minimum, method=method).hessian.reshape(n3, n3)
+            hessian = xtb_hessian(minimum, method=method)
         except Exception as exc:  # noqa: BLE001 - RDKit/tblite failures: skip the molecule
             print(f"skipped {mol if isinstance(mol, str) else i}: {exc}", file=sys.stderr)
             continue

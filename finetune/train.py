@@ -41,6 +41,7 @@ class FinetuneResult:
         seconds: wall time of this run, s.
         metrics: last logged metrics (``val/hessian_mae`` eV/Å², ...).
         is_global_zero: this process is rank 0 (the one that saved ``model_path``).
+        world_size: training processes (devices × nodes) the run used.
     """
 
     model_path: Path
@@ -49,13 +50,31 @@ class FinetuneResult:
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     is_global_zero: bool = True
+    world_size: int = 1
 
 
-def load_backbone(path: str) -> torch.nn.Module:
-    """Load a backbone saved with ``torch.save(model)`` (``"default"``: the shipped MACE).
+#: How a user of ``hip finetune`` opens a pickled file (named in the error).
+_TRUST_HINT = "add --trust to `hip finetune` (or set model.trust: true)"
+
+
+def load_backbone(path: str, trust: bool = False) -> torch.nn.Module:
+    """Load a backbone file (``"default"``: the shipped MACE).
+
+    A safe backbone file (written by :func:`hip_head.serialization.save_backbone`, as the
+    shipped one) opens without running code. A ``torch.save(model)`` pickle (how MACE
+    distributes its ``.model`` files) is unpickled, which can run code, so it opens only with
+    ``trust`` (``hip finetune --trust`` / ``model.trust: true``).
+
+    Args:
+        path: the file, or ``"default"``.
+        trust: allow unpickling: only for files from a source you trust.
+
+    Returns:
+        The backbone module.
 
     Raises:
-        ConfigError: the file is missing or holds no ``nn.Module``.
+        ConfigError: the file is missing, holds no model, or is a pickle and ``trust`` is False
+            (nothing from it was run).
     """
     if path == "default":
         from hip_head.assets import asset_path
@@ -63,52 +82,100 @@ def load_backbone(path: str) -> torch.nn.Module:
         path = os.fspath(asset_path("mace_pretrained.model"))
     if not os.path.isfile(path):
         raise ConfigError(f"model.backbone: no such file {path!r}")
-    from hip_head._e3nn import o3  # noqa: F401 - e3nn's torch.load fixes before unpickling
+    from hip_head import serialization
 
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], torch.nn.Module):
-        obj = obj["model"]
-    if not isinstance(obj, torch.nn.Module):
-        raise ConfigError(f"model.backbone: {path} holds a {type(obj).__name__}, not a model")
-    return obj
+    try:
+        return serialization.load_backbone(path, trust=trust, how=_TRUST_HINT)
+    except (ValueError, serialization.NoSafeRecipeError) as exc:
+        raise ConfigError(f"model.backbone: {exc}") from None
+
+
+def _load_init(path: str, trust: bool = False) -> Any:
+    """The HIP of ``model.init`` (pickled files only with ``trust``; see :func:`load_backbone`).
+
+    Raises:
+        ConfigError: the file is missing, not a HIP file, or pickled and ``trust`` is False.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"model.init: no such file {path!r}")
+    from hip_head import serialization
+    from hip_head.quiet import quiet_model_loading
+
+    try:
+        with quiet_model_loading():
+            return serialization.load_model(path, trust=trust, how=_TRUST_HINT)
+    except (ValueError, serialization.NoSafeRecipeError) as exc:
+        raise ConfigError(f"model.init: {exc}") from None
 
 
 def build_model(config: FinetuneConfig, datamodule: Any = None) -> Any:
     """The :class:`~hip_head.model.HIPModel` to train: ``model.init`` loaded, or
     ``model.backbone`` wrapped with a new head (seeded with ``train.seed``), in
-    ``model.dtype``.
+    ``model.dtype``; its Hessian comes from the backbone's autograd when ``train.target`` is
+    ``"autograd"`` (the baseline trains that Hessian), from the head otherwise.
 
     ``model.head.block_scale: auto`` sets the new head's output scale to the RMS of the
     training split's Hessian entries (:func:`~hip_head.finetune.data.hessian_rms`, eV/Å²),
-    taken from ``datamodule`` (a :class:`~hip_head.finetune.module.HessianDataModule`; one is
+    taken from ``datamodule`` (a :class:`~hip_head.finetune.datamodule.HessianDataModule`; one is
     built from ``config.data`` if None).
     """
     import hip_head
+    from hip_head.model import HIPModel
 
     m = config.model
     dtype = _DTYPES[m.dtype]
+    hessian = "autograd" if config.train.target == "autograd" else "head"
     if m.init is not None:
-        if not os.path.isfile(m.init):
-            raise ConfigError(f"model.init: no such file {m.init!r}")
-        return hip_head.load(m.init).to(dtype)
+        loaded = _load_init(m.init, trust=m.trust)
+        return HIPModel(loaded.adapter, loaded.readout, hessian=hessian).to(dtype)
     head = dict(m.head)
     if head.get("block_scale") == "auto":
         head["block_scale"] = _train_hessian_rms(config, datamodule)
-    backbone = load_backbone(m.backbone).to(dtype)  # type: ignore[arg-type]
+    backbone = load_backbone(m.backbone, trust=m.trust).to(dtype)  # type: ignore[arg-type]
     torch.manual_seed(config.train.seed)
-    return hip_head.wrap(backbone, m.adapter, adapter_options=dict(m.adapter_options), **head).to(
-        dtype
+    wrapped = hip_head.wrap(
+        backbone, m.adapter, adapter_options=dict(m.adapter_options), hessian=hessian, **head
     )
+    return wrapped.to(dtype)
 
 
 def _train_hessian_rms(config: FinetuneConfig, datamodule: Any) -> float:
     from hip_head.finetune.data import hessian_rms
-    from hip_head.finetune.module import HessianDataModule
+    from hip_head.finetune.datamodule import HessianDataModule
 
     if datamodule is None:
         datamodule = HessianDataModule(config.data, dtype=_DTYPES[config.model.dtype])
     datamodule.setup("fit")
     return hessian_rms(datamodule.splits["train"], seed=config.train.seed)
+
+
+def csv_log_version(out: Path, resume: bool) -> str:
+    """The CSV log folder of a run attempt under ``out/logs``: ``csv`` for the first attempt,
+    ``csv_resume1``, ``csv_resume2`` ... for each resume, so no attempt overwrites the metrics
+    of an earlier one."""
+    if not resume:
+        return "csv"
+    attempt = 1
+    while (out / "logs" / f"csv_resume{attempt}").exists():
+        attempt += 1
+    return f"csv_resume{attempt}"
+
+
+def _check_out_dir(out: Path) -> None:
+    """``train.out_dir`` must be a writable directory (created if missing).
+
+    Raises:
+        ConfigError: it is a file, or it cannot be created or written.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"train.out_dir {os.fspath(out)!r} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"train.out_dir {os.fspath(out)!r} is not writable: {exc}") from exc
 
 
 def _write_config(config: FinetuneConfig, path: Path) -> None:
@@ -138,7 +205,10 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Finet
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from hip_head.finetune.module import AtomicCheckpointIO, HessianDataModule, HIPLightningModule
+    from hip_head.finetune.datamodule import HessianDataModule
+    from hip_head.finetune.module import AtomicCheckpointIO, HIPLightningModule
+    from hip_head.finetune.progress import progress_callbacks
+    from hip_head.quiet import quiet_lightning
 
     t0 = time.perf_counter()
     t = config.train
@@ -155,11 +225,12 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Finet
             f"{out} already holds a run ({last}); set train.resume=true to continue it or "
             "choose another train.out_dir"
         )
+    _check_out_dir(out)  # before data and model are loaded
     pl.seed_everything(t.seed, workers=True, verbose=False)
     datamodule = HessianDataModule(config.data, dtype=_DTYPES[config.model.dtype])
     model = build_model(config, datamodule)
     module = HIPLightningModule(model, config)
-    module._data_position = datamodule.position
+    module.data_position = datamodule.position
 
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -168,44 +239,53 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Finet
         every_n_train_steps=t.checkpoint_every_n_steps,
         save_on_train_epoch_end=False,
     )
-    loggers = [CSVLogger(out, name="logs", version="csv")]
+    loggers = [
+        CSVLogger(
+            out,
+            name="logs",
+            version=csv_log_version(out, resume=t.resume),
+            flush_logs_every_n_steps=t.log_every_n_steps,  # a kill loses at most one interval
+        )
+    ]
     try:
         import tensorboard  # noqa: F401
 
         loggers.append(TensorBoardLogger(out, name="logs", version="tensorboard"))
     except ImportError:  # pragma: no cover - the finetune extra installs it
         pass
-    trainer = pl.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,  # type: ignore[arg-type]
-        max_steps=t.max_steps,
-        max_time=None if t.max_minutes is None else timedelta(minutes=t.max_minutes),
-        max_epochs=-1,
-        val_check_interval=t.val_every_n_steps,  # counted across epochs (next line)
-        check_val_every_n_epoch=None,
-        log_every_n_steps=t.log_every_n_steps,
-        gradient_clip_val=config.optim.grad_clip or None,
-        callbacks=[checkpoint, *callbacks],
-        logger=loggers,
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-        inference_mode=False,  # validation needs autograd for forces
-        use_distributed_sampler=False,  # EpochBatchSampler shards over ranks itself
-        num_sanity_val_steps=0,
-        default_root_dir=out,
-    )
-    if trainer.is_global_zero:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_config(config, out / "config.yaml")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-    trainer.save_checkpoint(last)  # the end state, whatever the interval
-    model_path = out / "hip_model.pt"
-    if trainer.is_global_zero:
-        module.final_model().save(model_path)
+    progress, bar = progress_callbacks(t.progress_bar)
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            precision=t.precision,  # type: ignore[arg-type]
+            max_steps=t.max_steps,
+            max_time=None if t.max_minutes is None else timedelta(minutes=t.max_minutes),
+            max_epochs=-1,
+            val_check_interval=t.val_every_n_steps,  # counted across epochs (next line)
+            check_val_every_n_epoch=None,
+            log_every_n_steps=t.log_every_n_steps,
+            gradient_clip_val=config.optim.grad_clip or None,
+            callbacks=[checkpoint, *progress, *callbacks],
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=bar,
+            enable_model_summary=False,
+            inference_mode=False,  # validation needs autograd for forces
+            use_distributed_sampler=False,  # EpochBatchSampler shards over ranks itself
+            num_sanity_val_steps=0,
+            default_root_dir=out,
+        )
+        if trainer.is_global_zero:
+            out.mkdir(parents=True, exist_ok=True)
+            _write_config(config, out / "config.yaml")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.save_checkpoint(last)  # the end state, whatever the interval
+        model_path = out / "hip_model.pt"
+        if trainer.is_global_zero:
+            module.final_model().save(model_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return FinetuneResult(
         model_path=model_path,
@@ -214,6 +294,7 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Finet
         seconds=time.perf_counter() - t0,
         metrics=metrics,
         is_global_zero=bool(trainer.is_global_zero),
+        world_size=int(trainer.world_size),
     )
 
 
@@ -228,7 +309,9 @@ def main_finetune(argv: Sequence[str] | None = None) -> int:
         description="Fine-tune a pretrained MLIP into a Hessian Interatomic Potential.",
     )
     parser.add_argument("config", nargs="?", help="YAML configuration (optional)")
-    parser.add_argument("--backbone", help="backbone file (torch.save'd model) or 'default'")
+    parser.add_argument(
+        "--backbone", help="backbone file (safe, or torch.save'd with --trust) or 'default'"
+    )
     parser.add_argument("--init", help="continue from a saved HIP (hip_model.pt)")
     parser.add_argument("--data", nargs="+", help="training data files (.db/.lmdb/.xyz)")
     parser.add_argument("--val", nargs="+", help="validation data files")
@@ -236,6 +319,12 @@ def main_finetune(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["head", "full", "last_k"], help="what trains")
     parser.add_argument("--max-steps", type=int, help="optimizer steps (train.max_steps)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="open pickled --backbone/--init files (e.g. a MACE .model saved with torch.save); "
+        "unpickling can run code: only for files from a source you trust (model.trust)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -254,6 +343,7 @@ def main_finetune(argv: Sequence[str] | None = None) -> int:
         "train.mode": args.mode,
         "train.max_steps": args.max_steps,
         "train.resume": True if args.resume else None,
+        "model.trust": True if args.trust else None,
     }
     overrides = [f"{k}={_yaml(v)}" for k, v in shortcuts.items() if v is not None]
     try:
@@ -272,8 +362,9 @@ def main_finetune(argv: Sequence[str] | None = None) -> int:
     if not result.is_global_zero:
         return 0
     print(
-        f"done: {result.global_step} steps in {result.seconds:.0f} s; HIP saved to "
-        f"{result.model_path}; checkpoint {result.checkpoint}"
+        f"done: {result.global_step} steps in {result.seconds:.0f} s"
+        + (f" on {result.world_size} processes" if result.world_size > 1 else "")
+        + f"; HIP saved to {result.model_path}; checkpoint {result.checkpoint}"
     )
     for key in sorted(result.metrics):
         if key.startswith("val/"):

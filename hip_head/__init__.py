@@ -14,12 +14,19 @@ from torch import nn
 from hip_head import _e3nn  # applies the e3nn 0.4.4 import work-around first
 from hip_head.assemble import BlockSparseHessian, split_flat
 from hip_head.errors import (
+    ChemistryError,
+    CloseContactWarning,
     DenseHessianTooLargeError,
+    HeadMemoryError,
     HIPError,
+    InvalidArgumentError,
     InvalidStructureError,
+    IrrepsContractError,
     MissingBackboneError,
     NoAdapterError,
+    NoSafeRecipeError,
     UnsupportedElementError,
+    UntrustedFileError,
 )
 from hip_head.graph import AtomicGraph, PairGraph, build_pair_graph
 from hip_head.model import HIPModel, load
@@ -57,11 +64,14 @@ def wrap(
 
     Raises:
         NoAdapterError: no registered adapter handles ``type(model)``.
+        IrrepsContractError: the adapter's node irreps do not suit the head (l > 2, no ``0e``,
+            or a width that disagrees with the adapter's ``feature_dim``).
     """
-    from hip_head.adapters.base import find_adapter
+    from hip_head.adapters.base import check_irreps_contract, find_adapter
 
     adapter_cls = find_adapter(model, adapter)
     wrapped = adapter_cls(model, **(adapter_options or {}))
+    check_irreps_contract(wrapped)  # once, before any forward: l <= 2, 0e present, widths agree
     readout = HessianReadout(wrapped.node_irreps, **head_options)
     parameter = next(model.parameters(), None)
     if parameter is not None:
@@ -72,16 +82,23 @@ def wrap(
 __all__ = [
     "AtomicGraph",
     "BlockSparseHessian",
+    "ChemistryError",
+    "CloseContactWarning",
     "DenseHessianTooLargeError",
     "HIPError",
+    "HeadMemoryError",
     "HIPModel",
     "HessianBlocks",
     "HessianReadout",
+    "InvalidArgumentError",
     "InvalidStructureError",
+    "IrrepsContractError",
     "MissingBackboneError",
     "NoAdapterError",
+    "NoSafeRecipeError",
     "PairGraph",
     "UnsupportedElementError",
+    "UntrustedFileError",
     "build_pair_graph",
     "load",
     "o3",

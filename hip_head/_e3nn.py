@@ -2,12 +2,14 @@
 
 e3nn 0.4.4 (pinned by mace-torch) calls ``torch.load`` on its bundled constants at import time.
 Under torch >= 2.6 ``torch.load`` defaults to ``weights_only=True`` and refuses the pickled
-``slice`` objects in that file, so ``import e3nn.o3`` raises ``UnpicklingError``. Allowing
-``slice`` as a safe global (a builtin with no side effects) fixes the import without switching
-off the weights-only protection globally. e3nn >= 0.5 does not need it; the call is harmless there.
+``slice`` objects in that file, so ``import e3nn.o3`` raises ``UnpicklingError``. ``slice`` (a
+builtin with no side effects) is allowed as a safe global **only while e3nn is imported**
+(``torch.serialization.safe_globals``), so the weights-only protection of every later
+``torch.load`` is left exactly as it was. e3nn >= 0.5 does not need it; it is harmless there.
 
 Every module of hip-head imports e3nn through :func:`o3` so that ``import hip_head`` works
-whether or not mace was imported first.
+whether or not mace was imported first. Importing changes no process-wide state: not the
+default dtype, the RNG, the warning filters or torch's safe globals.
 """
 
 from __future__ import annotations
@@ -19,20 +21,20 @@ from collections.abc import Iterator
 
 import torch
 
-
-def _allow_slice_in_torch_load() -> None:
-    add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
-    if add_safe_globals is not None:
-        add_safe_globals([slice])
+from hip_head.quiet import TORCHSCRIPT_ANNOTATION_WARNING
+from hip_head.torch_state import default_dtype
 
 
-_allow_slice_in_torch_load()
-# e3nn 0.4.4 scripts its generated modules; torch >= 2.x warns about it on every construction.
-warnings.filterwarnings(
-    "ignore", message="The TorchScript type system doesn't support instance-level annotations"
-)
+def _import_e3nn_o3() -> types.ModuleType:
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    context = safe_globals([slice]) if safe_globals is not None else contextlib.nullcontext()
+    with context, warnings.catch_warnings():  # the filters e3nn's dependencies add are undone
+        from e3nn import o3
 
-from e3nn import o3 as _o3  # noqa: E402
+    return o3
+
+
+_o3 = _import_e3nn_o3()
 
 
 def o3() -> types.ModuleType:
@@ -47,20 +49,20 @@ def float64_default() -> Iterator[None]:
     e3nn >= 0.5 on torch < 2.10 defaults to ``jit_mode="script"``: its modules then hold
     TorchScript functions that cannot be deep-copied or pickled, so a model holding them could
     not be saved (:meth:`HIPModel.save`) or copied. Inside this context e3nn builds eager
-    modules; both settings are restored on exit (other libraries' models are unaffected).
+    modules and its TorchScript annotation warning is silenced; all three settings are restored
+    on exit (other libraries' models are unaffected).
     """
-    old = torch.get_default_dtype()
     import e3nn
 
     get_defaults = getattr(e3nn, "get_optimization_defaults", None)
     old_jit = get_defaults().get("jit_mode") if get_defaults is not None else None
-    torch.set_default_dtype(torch.float64)
     if old_jit not in (None, "eager"):
         e3nn.set_optimization_defaults(jit_mode="eager")
     try:
-        yield
+        with default_dtype(torch.float64), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TORCHSCRIPT_ANNOTATION_WARNING)
+            yield
     finally:
-        torch.set_default_dtype(old)
         if old_jit not in (None, "eager"):
             e3nn.set_optimization_defaults(jit_mode=old_jit)
 

@@ -13,7 +13,6 @@ Layouts (all eV/Å² unless converted):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ import torch
 
 from hip_head.errors import DenseHessianTooLargeError
 from hip_head.graph import AtomicGraph
+from hip_head.memory import available_memory_bytes
 from hip_head.readout import HessianBlocks
 
 #: Fraction of the available memory a dense Hessian may take before we refuse to allocate it.
@@ -84,17 +84,6 @@ def flat_offsets(atoms_per_graph: torch.Tensor) -> torch.Tensor:
     return torch.cat([sizes.new_zeros(1), torch.cumsum(sizes, 0)])
 
 
-def available_memory_bytes(device: torch.device) -> int:
-    """Free memory on ``device`` in bytes (GPU: ``mem_get_info``; CPU: available RAM)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # non-POSIX: do not block
-        return 1 << 62
-
-
 def check_dense_fits(num_entries: int, dtype: torch.dtype, device: torch.device) -> None:
     """Raise :class:`DenseHessianTooLargeError` when ``num_entries`` would not fit in memory.
 
@@ -145,23 +134,73 @@ def blocks_to_flat(blocks: HessianBlocks, graph: AtomicGraph, check_memory: bool
     values = blocks.diagonal
     if check_memory:
         check_dense_fits(total, values.dtype, values.device)
+    diagonal, pair_index, offdiagonal = fold_images(blocks)
     atoms = torch.arange(graph.num_atoms, device=values.device)
     index = [_block_flat_index(graph, atoms, atoms, offsets).reshape(-1)]
-    parts = [blocks.diagonal.reshape(-1)]
-    if blocks.pairs.num_pairs:
-        a, b = blocks.pairs.index
+    parts = [diagonal.reshape(-1)]
+    if pair_index.shape[1]:
+        a, b = pair_index
         index.append(_block_flat_index(graph, a, b, offsets).reshape(-1))
-        parts.append(blocks.offdiagonal.reshape(-1))
+        parts.append(offdiagonal.reshape(-1))
     flat = values.new_zeros(total)
     return flat.index_put((torch.cat(index),), torch.cat(parts))
+
+
+def fold_images(blocks: HessianBlocks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One block per atom pair: the blocks of periodic images summed, exactly symmetric.
+
+    In a periodic cell smaller than twice the cutoff the head predicts one block per image
+    pair (a, b, S); the cell's Hessian block is H_ab = Σ_S H_ab,S, and an atom's own images
+    add to its diagonal block. Each sum is formed once, for a < b (and for S > 0 among an
+    atom's own images), and its transpose gives the mirrored block, so ``H == Hᵀ`` holds
+    exactly. Without repeated pairs or self images (molecules, large cells) the blocks come
+    back unchanged.
+
+    Args:
+        blocks: head output (diagonal [N, 3, 3], off-diagonal [P, 3, 3], pairs with shifts).
+
+    Returns:
+        ``(diagonal [N, 3, 3], index [2, Q] (a, b) with a != b, offdiagonal [Q, 3, 3])``,
+        eV/Å², with each ordered pair (a, b) at most once; memory O(N + P).
+    """
+    pairs = blocks.pairs
+    a, b = pairs.index
+    offdiagonal = blocks.offdiagonal
+    shifts = pairs.shifts
+    if shifts is None or not pairs.num_pairs or not bool(shifts.any()):
+        return blocks.diagonal, pairs.index, offdiagonal
+    num_atoms = blocks.diagonal.shape[0]
+    key = a * num_atoms + b
+    same = a == b
+    if not bool(same.any()) and torch.unique(key).numel() == key.numel():
+        return blocks.diagonal, pairs.index, offdiagonal
+    # An atom's own images come as (a, a, S) and (a, a, -S): add T + Tᵀ with T over S > 0.
+    s0, s1, s2 = shifts.unbind(dim=1)
+    positive = (s0 > 0) | ((s0 == 0) & ((s1 > 0) | ((s1 == 0) & (s2 > 0))))
+    half = same & positive
+    t = torch.zeros_like(blocks.diagonal).index_add(0, a[half], offdiagonal[half])
+    diagonal = blocks.diagonal + (t + t.transpose(-1, -2))
+    # Distinct atoms: sum the images of (a, b), a < b; (b, a) gets the transpose.
+    upper = a < b
+    unique, group = torch.unique(key[upper], return_inverse=True)
+    summed = offdiagonal.new_zeros(unique.numel(), 3, 3).index_add(0, group, offdiagonal[upper])
+    ua, ub = unique // num_atoms, unique % num_atoms
+    index = torch.cat([torch.stack([ua, ub]), torch.stack([ub, ua])], dim=1)
+    return diagonal, index, torch.cat([summed, summed.transpose(-1, -2)])
 
 
 @dataclass
 class BlockSparseHessian:
     """A Hessian stored as its non-zero 3x3 blocks, eV/Å².
 
+    Memory grows with K, the number of atom pairs within the Hessian cutoff (plus N diagonal
+    blocks); nothing here allocates N². :meth:`from_blocks` stores each atom pair once (the
+    periodic images of a pair already summed, see :func:`fold_images`); blocks built by hand
+    that share ``(rows[k], cols[k])`` add up.
+
     Attributes:
-        blocks: [K, 3, 3] blocks; block k is H[rows[k], cols[k]] (3x3, atom indices global).
+        blocks: [K, 3, 3] blocks; block k adds to H[rows[k], cols[k]] (3x3, atom indices
+            global).
         rows: [K] int64 atom index a.
         cols: [K] int64 atom index b.
         num_atoms: N, total atoms.
@@ -176,11 +215,12 @@ class BlockSparseHessian:
 
     @classmethod
     def from_blocks(cls, blocks: HessianBlocks, graph: AtomicGraph) -> BlockSparseHessian:
-        """Collect the diagonal and off-diagonal head blocks of ``graph``."""
-        atoms = torch.arange(graph.num_atoms, device=blocks.diagonal.device)
-        a, b = blocks.pairs.index
+        """Collect the diagonal and off-diagonal head blocks of ``graph`` (images summed)."""
+        diagonal, index, offdiagonal = fold_images(blocks)
+        atoms = torch.arange(graph.num_atoms, device=diagonal.device)
+        a, b = index
         return cls(
-            blocks=torch.cat([blocks.diagonal, blocks.offdiagonal]),
+            blocks=torch.cat([diagonal, offdiagonal]),
             rows=torch.cat([atoms, a]),
             cols=torch.cat([atoms, b]),
             num_atoms=graph.num_atoms,
@@ -211,9 +251,10 @@ class BlockSparseHessian:
         start, n = int(atoms[0]), int(atoms.numel())
         check_dense_fits((3 * n) ** 2, self.blocks.dtype, self.blocks.device)
         keep = self.batch[self.rows] == structure
-        dense = self.blocks.new_zeros(n, 3, n, 3)
-        dense[self.rows[keep] - start, :, self.cols[keep] - start, :] = self.blocks[keep]
-        return dense.reshape(3 * n, 3 * n)
+        dense = self.blocks.new_zeros(n, n, 3, 3).index_put(
+            (self.rows[keep] - start, self.cols[keep] - start), self.blocks[keep], accumulate=True
+        )
+        return dense.transpose(1, 2).reshape(3 * n, 3 * n)
 
 
 # ---------------------------------------------------------------------------- layout converters

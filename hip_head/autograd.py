@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from hip_head.assemble import _counts, flat_hessian_size, split_flat
+from hip_head.errors import InvalidArgumentError
 
 __all__ = [
     "DEFAULT_SEED_ATOM_BUDGET",
@@ -80,11 +81,11 @@ def _ptr_list(ptr: torch.Tensor | Sequence[int] | None, num_atoms: int) -> list[
         return [0, num_atoms]
     values = [int(p) for p in (ptr.tolist() if isinstance(ptr, torch.Tensor) else ptr)]
     if len(values) < 2 or values[0] != 0 or values[-1] != num_atoms:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"ptr must start at 0 and end at the number of atoms ({num_atoms}); got {values}"
         )
     if any(b < a for a, b in zip(values[:-1], values[1:], strict=True)):
-        raise ValueError(f"ptr must be non-decreasing; got {values}")
+        raise InvalidArgumentError(f"ptr must be non-decreasing; got {values}")
     return values
 
 
@@ -93,7 +94,9 @@ def _forces_graph(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return (x, g) with g = d(sum E)/dx [N, 3] carrying a graph, or None if E is linear in x."""
     if positions.dim() != 2 or positions.shape[1] != 3:
-        raise ValueError(f"positions must have shape [N, 3]; got {tuple(positions.shape)}")
+        raise InvalidArgumentError(
+            f"positions must have shape [N, 3]; got {tuple(positions.shape)}"
+        )
     if not positions.is_floating_point():
         raise TypeError(f"positions must be a floating tensor; got {positions.dtype}")
     x = positions if positions.requires_grad else positions.detach().requires_grad_(True)
@@ -101,7 +104,7 @@ def _forces_graph(
     if not isinstance(energy, torch.Tensor):
         raise TypeError(f"energy_fn must return a torch.Tensor; got {type(energy).__name__}")
     if energy.numel() != num_graphs:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"energy_fn returned {energy.numel()} energies for {num_graphs} structures (ptr)"
         )
     if not energy.requires_grad:
@@ -216,7 +219,7 @@ def autograd_hessian(
     num_rows = 3 * max(counts) if counts else 0
     chunk = _default_chunk(n_atoms, num_rows) if chunk_size is None else int(chunk_size)
     if chunk < 1:
-        raise ValueError(f"chunk_size must be at least 1; got {chunk_size}")
+        raise InvalidArgumentError(f"chunk_size must be at least 1; got {chunk_size}")
     dtype, device = positions.dtype, positions.device
 
     with torch.enable_grad():
@@ -256,7 +259,7 @@ def _rows_per_graph(
     if rows_t.dim() == 1:
         rows_t = rows_t.unsqueeze(0).expand(len(counts), -1)
     if rows_t.dim() != 2 or rows_t.shape[0] != len(counts):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"rows must be [K] or [B, K] with B = {len(counts)} structures; "
             f"got shape {tuple(rows_t.shape)}"
         )
@@ -264,7 +267,7 @@ def _rows_per_graph(
     bad = (rows_t < 0) | (rows_t >= limits[:, None])
     if bad.any():
         g, k = (int(v) for v in torch.nonzero(bad)[0])
-        raise ValueError(
+        raise InvalidArgumentError(
             f"row {int(rows_t[g, k])} is out of range for structure {g} with "
             f"{counts[g]} atoms (rows are local indices 3a + α < {3 * counts[g]})"
         )
@@ -313,7 +316,7 @@ def autograd_hessian_rows(
     num_seeds = rows_t.shape[1]
     chunk = _default_chunk(n_atoms, num_seeds) if chunk_size is None else int(chunk_size)
     if chunk < 1:
-        raise ValueError(f"chunk_size must be at least 1; got {chunk_size}")
+        raise InvalidArgumentError(f"chunk_size must be at least 1; got {chunk_size}")
     if num_seeds == 0:
         return torch.zeros(0, 3 * n_atoms, dtype=dtype, device=device)
 
@@ -363,14 +366,14 @@ def finite_difference_hessian(
         ValueError: positions not [N, 3], or a non-positive step.
     """
     if step <= 0:
-        raise ValueError(f"step must be positive; got {step}")
+        raise InvalidArgumentError(f"step must be positive; got {step}")
     is_torch = isinstance(positions, torch.Tensor)
     if is_torch:
         x0 = positions.detach().clone()
     else:
         x0 = np.array(positions, dtype=np.float64)
     if x0.ndim != 2 or x0.shape[1] != 3:
-        raise ValueError(f"positions must have shape [N, 3]; got {tuple(x0.shape)}")
+        raise InvalidArgumentError(f"positions must have shape [N, 3]; got {tuple(x0.shape)}")
     n3 = 3 * x0.shape[0]
 
     def forces_at(j: int, sign: float):

@@ -20,6 +20,7 @@ import functools
 import torch
 
 from hip_head._e3nn import o3
+from hip_head.errors import InvalidArgumentError
 
 #: The irreps of one 3x3 block in the order used by the 9-vectors below.
 BLOCK_IRREPS = "1x0e+1x1e+1x2e"
@@ -80,7 +81,9 @@ def irreps_to_cartesian(irreps: torch.Tensor) -> torch.Tensor:
     if irreps.shape[-1] == 6:
         basis = torch.cat([basis[..., :1], basis[..., 4:]], dim=-1)
     elif irreps.shape[-1] != 9:
-        raise ValueError(f"expected 9 (0e+1e+2e) or 6 (0e+2e) coefficients, got {irreps.shape[-1]}")
+        raise InvalidArgumentError(
+            f"expected 9 (0e+1e+2e) or 6 (0e+2e) coefficients, got {irreps.shape[-1]}"
+        )
     return torch.einsum("ijk,...k->...ij", basis, irreps)
 
 
@@ -94,6 +97,6 @@ def cartesian_to_irreps(blocks: torch.Tensor) -> torch.Tensor:
         [..., 9] coefficients ordered l = 0, 1, 2 (exact inverse: the basis is orthonormal).
     """
     if blocks.shape[-2:] != (3, 3):
-        raise ValueError(f"expected [..., 3, 3] blocks, got shape {tuple(blocks.shape)}")
+        raise InvalidArgumentError(f"expected [..., 3, 3] blocks, got shape {tuple(blocks.shape)}")
     basis = cartesian_basis(blocks.dtype, blocks.device)
     return torch.einsum("ijk,...ij->...k", basis, blocks)

@@ -43,6 +43,7 @@ def demo(molecule_name: str = "CH3CH2OH", seed: int = 0) -> int:
 
     import hip_head
     from hip_head.adapters.mace import make_random_mace
+    from hip_head.serialization import load_backbone, save_backbone
     from hip_head.vibrations import vibrational_analysis
 
     torch.manual_seed(seed)
@@ -51,8 +52,8 @@ def demo(molecule_name: str = "CH3CH2OH", seed: int = 0) -> int:
     backbone = make_random_mace(channels=64, num_interactions=2, dtype=torch.float64, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mace.model"
-        torch.save(backbone, path)  # how MACE saves its foundation models
-        backbone = torch.load(path, weights_only=False)
+        save_backbone(backbone, path)  # a state dict and a description: opens safely
+        backbone = load_backbone(path)
     print("backbone: random ScaleShiftMACE (64 channels, 2 layers; untrained: no weights can be")
     print("          downloaded here, so numbers below show the machinery, not chemistry)")
 
@@ -82,24 +83,41 @@ DELEGATED_COMMANDS: dict[str, tuple[str, str, str]] = {
         "main_finetune",
         "fine-tune a pretrained MLIP into a HIP: `hip finetune CONFIG`",
     ),
+    "convert": (
+        "hip_head.serialization",
+        "main_convert",
+        "rewrite a trusted pickled HIP or backbone file in the safe format",
+    ),
     "predict": (
-        "hip_head.chem.properties",
+        "hip_head.chem.analysis_commands",
         "main_predict",
         "energy, max force, frequencies, ZPE and saddle index of a structure",
     ),
     "vib": (
-        "hip_head.chem.properties",
+        "hip_head.chem.analysis_commands",
         "main_vib",
         "frequency table, stick spectrum and normal-mode trajectories",
     ),
     "rate": (
-        "hip_head.chem.thermo",
+        "hip_head.chem.analysis_commands",
         "main_rate",
         "free-energy barrier and Eyring rate from a reactant minimum and a TS",
     ),
-    "ts": ("hip_head.chem.ts", "main_ts", "find and verify a transition state (Sella + IRC)"),
-    "irc": ("hip_head.chem.irc", "main_irc", "intrinsic reaction coordinate from a TS"),
-    "opt": ("hip_head.chem.optimize", "main_opt", "optimise a structure with the model Hessian"),
+    "ts": (
+        "hip_head.chem.search_commands",
+        "main_ts",
+        "find and verify a transition state (Sella + IRC)",
+    ),
+    "irc": (
+        "hip_head.chem.search_commands",
+        "main_irc",
+        "intrinsic reaction coordinate from a TS",
+    ),
+    "opt": (
+        "hip_head.chem.search_commands",
+        "main_opt",
+        "optimise a structure with the model Hessian",
+    ),
 }
 
 

@@ -30,3 +30,29 @@ class MissingBackboneError(HIPError, ImportError):
 class ChemistryError(HIPError, ValueError):
     """A chemistry request that cannot be carried out as asked (the message says why): e.g. a
     "transition state" whose saddle index is not 1, or ends with different atoms."""
+
+
+class UntrustedFileError(HIPError, ValueError):
+    """The file holds pickled Python objects; it is opened only when trusted (``trust=True``)."""
+
+
+class NoSafeRecipeError(HIPError, TypeError):
+    """A model cannot be written to (or rebuilt from) the safe, pickle-free format."""
+
+
+class InvalidArgumentError(HIPError, ValueError):
+    """An argument value hip-head cannot use (the message names it and the accepted values)."""
+
+
+class IrrepsContractError(HIPError, ValueError):
+    """An adapter's declared node irreps break the head's contract (l ≤ 2, a 0e part, the
+    declared feature width); see :func:`hip_head.adapters.base.check_irreps_contract`."""
+
+
+class CloseContactWarning(UserWarning):
+    """Two atoms are closer than any chemical bond: the model's output there is not meaningful."""
+
+
+class HeadMemoryError(HIPError, MemoryError):
+    """The Hessian head would not fit in memory (raised before it allocates); the message gives
+    the estimate, the memory available and what to change."""

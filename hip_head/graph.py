@@ -2,13 +2,16 @@
 
 An :class:`AtomicGraph` holds one or many structures concatenated along the atom axis
 (the torch-geometric convention: ``batch`` maps atoms to structures, ``ptr`` holds the
-offsets). A :class:`PairGraph` lists every ordered pair ``(a, b)``, ``a != b``, of atoms in the
-same structure closer than ``hessian_cutoff``: the pairs whose 3x3 Hessian blocks the head
-predicts. Pairs outside the cutoff have exactly zero blocks.
+offsets). A :class:`PairGraph` lists every ordered pair ``(a, b)`` of atoms in the same
+structure closer than ``hessian_cutoff`` (in periodic structures: every periodic image of ``b``
+within the cutoff of ``a``): the pairs whose 3x3 Hessian blocks the head predicts. Pairs outside
+the cutoff have exactly zero blocks. Both come from one radius search,
+:func:`hip_head.neighbors.radius_graph`, whose cost grows linearly with the number of atoms.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -17,10 +20,14 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from hip_head.errors import InvalidStructureError
+from hip_head.errors import CloseContactWarning, InvalidArgumentError, InvalidStructureError
+from hip_head.neighbors import radius_graph, reverse_pairs
 
 #: Atoms closer than this (Å) are reported as coincident: no MLIP gives a meaningful Hessian there.
 MIN_INTERATOMIC_DISTANCE = 0.1
+
+#: Atoms closer than this (Å; the shortest bond, H₂, is 0.74 Å) get a :class:`CloseContactWarning`.
+CLOSE_CONTACT_DISTANCE = 0.5
 
 
 @dataclass
@@ -148,9 +155,17 @@ class AtomicGraph:
     def validate(self) -> None:
         """Check the structures are ones a potential can be asked about.
 
+        The coincident-atom check is a radius search with cutoff ``MIN_INTERATOMIC_DISTANCE``
+        (periodic images included): its cost grows linearly with the number of atoms.
+
         Raises:
             InvalidStructureError: an empty structure, NaN/inf positions (naming the atom),
-                or two atoms closer than ``MIN_INTERATOMIC_DISTANCE`` Å (naming both).
+                two atoms closer than ``MIN_INTERATOMIC_DISTANCE`` Å (naming both), or a
+                periodic structure whose periodic lattice vectors are singular.
+
+        Warns:
+            CloseContactWarning: two atoms closer than ``CLOSE_CONTACT_DISTANCE`` Å (the
+                closest pair is named).
         """
         counts = self.atoms_per_graph
         if self.num_graphs == 0:
@@ -168,26 +183,40 @@ class AtomicGraph:
                 f"structure {g}: atom {local} ({sym}) has a non-finite position "
                 f"{self.positions[atom].tolist()}"
             )
-        pairs = all_pairs(self)
-        if pairs.numel():
-            vec = pair_vectors(self, pairs)
-            dist = vec.norm(dim=-1)
-            close = dist < MIN_INTERATOMIC_DISTANCE
-            if close.any():
-                k = int(torch.nonzero(close)[0])
-                a, b = int(pairs[0, k]), int(pairs[1, k])
-                g = int(self.batch[a])
-                la, lb = a - int(self.ptr[g]), b - int(self.ptr[g])
-                sa = chemical_symbols[int(self.atomic_numbers[a])]
-                sb = chemical_symbols[int(self.atomic_numbers[b])]
-                raise InvalidStructureError(
-                    f"structure {g}: atoms {la} ({sa}) and {lb} ({sb}) are {float(dist[k]):.3g} Å "
-                    f"apart (coincident; minimum {MIN_INTERATOMIC_DISTANCE} Å)"
-                )
+        index, shifts = radius_graph(
+            self.positions, CLOSE_CONTACT_DISTANCE, self.batch, self.cell, self.pbc
+        )
+        distinct = index[0] != index[1]  # an atom's own periodic images are not "coincident"
+        if not distinct.any():
+            return
+        index, shifts = index[:, distinct], shifts[distinct]
+        lengths = pair_vectors(self, index, shifts).detach().norm(dim=-1)
+        coincident = torch.nonzero(lengths < MIN_INTERATOMIC_DISTANCE).flatten()
+        k = int(coincident[0]) if coincident.numel() else int(torch.argmin(lengths))
+        a, b = int(index[0, k]), int(index[1, k])
+        g = int(self.batch[a])
+        la, lb = a - int(self.ptr[g]), b - int(self.ptr[g])
+        sa = chemical_symbols[int(self.atomic_numbers[a])]
+        sb = chemical_symbols[int(self.atomic_numbers[b])]
+        where = f"structure {g}: atoms {la} ({sa}) and {lb} ({sb}) are {float(lengths[k]):.3g} Å"
+        if coincident.numel():
+            raise InvalidStructureError(
+                f"{where} apart (coincident; minimum {MIN_INTERATOMIC_DISTANCE} Å)"
+            )
+        warnings.warn(
+            f"{where} apart, closer than any chemical bond ({CLOSE_CONTACT_DISTANCE} Å): the "
+            "model extrapolates far outside its training data (energies and Hessians "
+            "there are not meaningful)",
+            CloseContactWarning,
+            stacklevel=3,
+        )
 
 
 def pairs_within_structures(ptr: torch.Tensor, graphs: torch.Tensor | None = None) -> torch.Tensor:
     """Every ordered pair of distinct atoms in the same structure, vectorised over structures.
+
+    Quadratic in the structure sizes: for complete graphs of small molecules. Pairs within a
+    cutoff come from :func:`hip_head.neighbors.radius_graph` instead.
 
     Args:
         ptr: [B + 1] int64 structure offsets.
@@ -221,27 +250,33 @@ def all_pairs(graph: AtomicGraph) -> torch.Tensor:
     return pairs_within_structures(graph.ptr.to(graph.positions.device))
 
 
-def pair_vectors(graph: AtomicGraph, pairs: torch.Tensor) -> torch.Tensor:
-    """Vectors r_b - r_a for each pair (minimum image in periodic directions).
+def pair_vectors(
+    graph: AtomicGraph, pairs: torch.Tensor, shifts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Vectors r_b - r_a (+ the image offset) for each pair.
 
     Args:
         graph: the batch.
         pairs: [2, P] global atom indices (a, b).
+        shifts: [P, 3] int64 cell-image offsets of b (as :func:`radius_graph` returns them):
+            the vector is ``r_b - r_a + shifts @ cell``. None: the minimum image in periodic
+            directions, exact when every pair is closer than half the shortest cell height.
 
     Returns:
-        [P, 3] vectors, Å, differentiable with respect to ``graph.positions``. In periodic
-        structures the minimum-image vector is used, exact when the Hessian cutoff is below
-        half the shortest cell height.
+        [P, 3] vectors, Å, differentiable with respect to ``graph.positions``.
     """
     a, b = pairs
     vec = graph.positions[b] - graph.positions[a]
-    if graph.is_periodic:
+    if not graph.is_periodic:
+        return vec
+    cell = graph.cell[graph.batch[a]]  # [P, 3, 3]
+    if shifts is None:
         inverse = _inverse_cells(graph.cell, graph.pbc)[graph.batch[a]]  # [P, 3, 3]
         pbc = graph.pbc[graph.batch[a]].to(vec.dtype)  # [P, 3]
         frac = torch.einsum("pj,pji->pi", vec.detach(), inverse)
-        shift = torch.round(frac) * pbc
-        vec = vec - torch.einsum("pi,pij->pj", shift, graph.cell[graph.batch[a]])
-    return vec
+        return vec - torch.einsum("pi,pij->pj", torch.round(frac) * pbc, cell)
+    # Elementwise (not a matmul) so autocast leaves the offset at full precision.
+    return vec + (shifts.to(vec.dtype).unsqueeze(-1) * cell).sum(dim=1)
 
 
 def _inverse_cells(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
@@ -260,14 +295,22 @@ def _inverse_cells(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PairGraph:
-    """The head's pair graph: ordered atom pairs within ``cutoff``.
+    """The head's pair graph: ordered atom pairs within ``cutoff``, periodic images included.
+
+    In a periodic structure whose cell is smaller than twice the cutoff, atom ``a`` may pair
+    with several images of ``b`` (and with images of itself): each image is its own pair, with
+    its own vector and ``shifts``, and the Hessian blocks of all images of ``(a, b)`` add up
+    to the block H_ab of the cell (a Γ-point Hessian: moving atom b moves all its images).
 
     Attributes:
-        index: [2, P] int64 global atom indices (a, b), a != b, same structure.
-        vectors: [P, 3] r_b - r_a, Å (differentiable w.r.t. positions).
-        lengths: [P] |r_b - r_a|, Å.
-        reverse: [P] int64 position of the pair (b, a) for each pair (a, b).
+        index: [2, P] int64 global atom indices (a, b), same structure; a == b only for a
+            periodic image of a. Sorted by a, then b, then shifts.
+        vectors: [P, 3] r_b - r_a + shifts @ cell, Å (differentiable w.r.t. positions).
+        lengths: [P] |vectors|, Å.
+        reverse: [P] int64 position of the pair (b, a, -shifts) for each pair (a, b, shifts).
         cutoff: the cutoff used, Å.
+        shifts: [P, 3] int64 cell-image offsets of b (all zero for molecules), or None (all
+            zero).
     """
 
     index: torch.Tensor
@@ -275,6 +318,7 @@ class PairGraph:
     lengths: torch.Tensor
     reverse: torch.Tensor
     cutoff: float
+    shifts: torch.Tensor | None = None
 
     @property
     def num_pairs(self) -> int:
@@ -283,22 +327,37 @@ class PairGraph:
 
 
 def build_pair_graph(graph: AtomicGraph, cutoff: float) -> PairGraph:
-    """All ordered pairs of distinct atoms in the same structure closer than ``cutoff``.
+    """Every ordered pair of atoms in the same structure closer than ``cutoff``.
+
+    One radius search (:func:`hip_head.neighbors.radius_graph`, a cell list): time and memory
+    grow with the number of pairs within the cutoff, linearly in the atom count at a fixed
+    density. For a molecule smaller than the cutoff (or an infinite cutoff) this is every pair.
 
     Args:
         graph: the batch.
-        cutoff: Hessian cutoff, Å (``float("inf")`` for complete graphs).
+        cutoff: Hessian cutoff, Å (``float("inf")`` for complete graphs of molecules; periodic
+            structures need a finite cutoff).
 
     Returns:
-        The pair graph; both (a, b) and (b, a) are always present together.
+        The pair graph; (a, b, S) and (b, a, -S) are always present together.
+
+    Raises:
+        ValueError: an infinite cutoff with periodic structures in the batch.
     """
-    pairs = all_pairs(graph)
-    vectors = pair_vectors(graph, pairs)
+    if graph.is_periodic and not np.isfinite(cutoff):
+        raise InvalidArgumentError(
+            "the Hessian cutoff is infinite but the batch holds periodic structures, which "
+            "have infinitely many pairs: give the head a finite hessian_cutoff"
+        )
+    index, shifts = radius_graph(graph.positions, cutoff, graph.batch, graph.cell, graph.pbc)
+    vectors = pair_vectors(graph, index, shifts)
     lengths = vectors.norm(dim=-1)
-    if np.isfinite(cutoff):
-        keep = lengths.detach() < cutoff
-        pairs, vectors, lengths = pairs[:, keep], vectors[keep], lengths[keep]
-    n = graph.num_atoms
-    key = pairs[0] * n + pairs[1]  # sorted ascending by construction
-    reverse = torch.searchsorted(key, pairs[1] * n + pairs[0])
-    return PairGraph(index=pairs, vectors=vectors, lengths=lengths, reverse=reverse, cutoff=cutoff)
+    reverse = reverse_pairs(index, shifts, graph.num_atoms)
+    return PairGraph(
+        index=index,
+        vectors=vectors,
+        lengths=lengths,
+        reverse=reverse,
+        cutoff=cutoff,
+        shifts=shifts,
+    )

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from ase import Atoms, units
 
+from hip_head.errors import InvalidArgumentError, InvalidStructureError
+from hip_head.graph import MIN_INTERATOMIC_DISTANCE
 from hip_head.units import HARTREE_PER_BOHR2_IN_EV_PER_A2
 
 __all__ = [
@@ -42,6 +44,9 @@ DEFAULT_IMAGINARY_THRESHOLD_CM1: float = 10.0
 #: A structure is linear when its smallest principal moment of inertia is below this fraction of
 #: the largest (for a triatomic, roughly within 2–3° of 180°).
 DEFAULT_LINEAR_TOL: float = 1e-3
+
+#: With ``symmetrize=False``: largest max |H − Hᵀ| accepted, relative to max |H|.
+SYMMETRY_RTOL: float = 1e-8
 
 #: HIP / HORM count of negative Eckart eigenvalues: λ < −1e-6 in Hartree/Bohr²/amu
 #: (≈ 5.1i cm⁻¹).
@@ -72,13 +77,25 @@ def _positions_masses(atoms: AtomsLike) -> tuple[np.ndarray, np.ndarray]:
             ) from err
     positions, masses = _as_numpy(positions), _as_numpy(masses).reshape(-1)
     if positions.ndim != 2 or positions.shape[1] != 3 or positions.shape[0] != masses.shape[0]:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"positions must be [N, 3] and masses [N]; got {positions.shape} and {masses.shape}"
         )
     if positions.shape[0] == 0:
-        raise ValueError("the structure has no atoms")
+        raise InvalidArgumentError("the structure has no atoms")
     if not np.all(masses > 0) or not np.all(np.isfinite(masses)):
-        raise ValueError(f"masses must be positive and finite (amu); got {masses.tolist()}")
+        raise InvalidArgumentError(
+            f"masses must be positive and finite (amu); got {masses.tolist()}"
+        )
+    if not np.all(np.isfinite(positions)):
+        raise InvalidStructureError("positions contain NaN/inf")
+    if positions.shape[0] > 1:
+        span = float(np.ptp(positions, axis=0).max())
+        if span < MIN_INTERATOMIC_DISTANCE:
+            raise InvalidStructureError(
+                f"all {positions.shape[0]} atoms lie within {span:.3g} Å of each other "
+                f"(coincident; minimum distance {MIN_INTERATOMIC_DISTANCE} Å): no rotations "
+                "can be told apart, so there are no vibrational modes to analyse"
+            )
     return positions, masses
 
 
@@ -223,31 +240,42 @@ def vibrational_analysis(
         linear_tol: linearity tolerance on the ratio of principal moments of inertia.
         linear: force (True/False) or auto-detect (None) linearity.
         symmetrize: use ``(H + Hᵀ) / 2`` (labels and some models are slightly asymmetric).
+            With False the Hessian must already be symmetric (to :data:`SYMMETRY_RTOL` of its
+            largest entry), else an error says so; it is used as given.
 
     Returns:
         The :class:`VibrationalAnalysis` (numpy float64 arrays).
 
     Raises:
-        ValueError: the Hessian's size does not match the number of atoms, or bad atoms.
+        ValueError: the Hessian's size does not match the number of atoms, it is not symmetric
+            with ``symmetrize=False``, or bad atoms (coincident atoms:
+            :class:`~hip_head.errors.InvalidStructureError`).
     """
     positions, masses = _positions_masses(atoms)
     n = positions.shape[0]
     h = _as_numpy(hessian)
     if h.size != (3 * n) ** 2:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Hessian of shape {h.shape} does not fit {n} atoms: expected (3N, 3N) = "
             f"({3 * n}, {3 * n}) or another layout with {(3 * n) ** 2} entries"
         )
     h = h.reshape(3 * n, 3 * n)
     if not np.all(np.isfinite(h)):
-        raise ValueError("the Hessian has non-finite entries")
+        raise InvalidArgumentError("the Hessian has non-finite entries")
     if symmetrize:
         h = 0.5 * (h + h.T)
+    else:
+        asymmetry = float(np.abs(h - h.T).max())
+        if asymmetry > SYMMETRY_RTOL * max(float(np.abs(h).max()), 1e-300):
+            raise InvalidArgumentError(
+                f"symmetrize=False but the Hessian is not symmetric (max |H - H^T| = "
+                f"{asymmetry:.3g} eV/Å^2): pass symmetrize=True to use (H + H^T) / 2"
+            )
     inv_sqrt_m = 1.0 / np.sqrt(np.repeat(masses, 3))
     h_mw = h * inv_sqrt_m[:, None] * inv_sqrt_m[None, :]
     _, internal, is_linear = _rigid_body_basis(positions, masses, linear_tol, linear)
     h_int = internal.T @ h_mw @ internal
-    eigenvalues, vectors = np.linalg.eigh(0.5 * (h_int + h_int.T))
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (h_int + h_int.T))  # round-off only
     mw_modes = (internal @ vectors).T  # [M, 3N]
     cart = mw_modes * inv_sqrt_m[None, :]
     norms = np.linalg.norm(cart, axis=1, keepdims=True)

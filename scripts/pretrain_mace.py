@@ -15,8 +15,10 @@ repository ships a small MACE trained by this script as a stand-in for one
    validation loss of stage two; EMA weights); the test split is only evaluated. E0s are
    MACE's ``average`` (a least-squares fit of the train energies on the composition). MACE
    saves the whole module with ``torch.save`` (the way its foundation models are
-   distributed), in float64 here; that ``.model`` file is copied to ``--out``;
-3. the saved file is reloaded with ``torch.load(weights_only=False)``, wrapped with
+   distributed), in float64 here; that ``.model`` file is copied to ``--out`` and rewritten
+   in hip-head's safe backbone format (:func:`hip_head.serialization.convert`: this run wrote
+   the pickle, so it is trusted here; the result opens without unpickling);
+3. the saved file is reloaded with :func:`hip_head.serialization.load_backbone`, wrapped with
    ``hip_head.wrap`` and evaluated: energy MAE (meV/atom) and force MAE (meV/Å) on each split,
    and the Hessian metrics of the backbone's own autograd Hessian against the xTB Hessians on
    the test split (``hip_head.finetune.losses.hessian_metrics``: the baseline a HIP head must
@@ -336,16 +338,6 @@ def model_summary(model: Any) -> dict[str, Any]:
     return summary
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 # -------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -492,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                 r"Error-table on (.*?):\n((?:[+|].*\n)+)", log_path.read_text()
             )
         }
+        from hip_head.provenance import machine_description
+
         training_info = {
             "trainer": "mace_run_train (mace-torch), subprocess",
             "mace_run_train_options": {
@@ -512,12 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             "stopped_by_time_limit": stopped,
             "max_minutes": args.max_minutes,
             "wall_seconds": round(train_wall, 1),
-            "machine": {
-                "cpu": cpu_name(),
-                "cpu_count": os.cpu_count(),
-                "threads": args.threads,
-                "platform": platform.platform(),
-            },
+            "machine": {**machine_description(device="cpu"), "threads": args.threads},
             "mace_error_tables": tables,
         }
         log(f"training took {train_wall / 60:.1f} min ({n_epochs} epochs, kept {kept})")
@@ -527,9 +516,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import hip_head
+    from hip_head.serialization import convert, load_backbone
 
     torch.set_num_threads(args.threads)
-    model = torch.load(out, map_location="cpu", weights_only=False)
+    convert(out, out, trust=True)  # mace_run_train's own pickle, written by this run
+    model = load_backbone(out)
     hip = hip_head.wrap(model, hessian="autograd")
     metrics = {}
     for split in SPLITS:
@@ -549,8 +540,8 @@ def main(argv: list[str] | None = None) -> int:
         "description": args.description,
         "model_file": out.name,
         "file_size_bytes": out.stat().st_size,
-        "file_format": "whole module saved by mace_run_train with torch.save; load with "
-        "torch.load(path, weights_only=False)",
+        "file_format": "hip-head safe backbone format (state dict + JSON description); load "
+        "with hip_head.serialization.load_backbone(path)",
         "model": model_summary(model),
         "dataset": {
             "files": [db.name for db in args.db],

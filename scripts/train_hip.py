@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import time
@@ -278,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if model is None:
         parser.error("--head-steps: at least one stage needs steps")
     results = evaluate(model, backbone, args.eval_per_kind)
-    import torch
+    from hip_head.provenance import machine_description
 
     summary = {
         "description": "the shipped HIP: a small ScaleShiftMACE with a HIP head trained on "
@@ -295,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation_note": "means over frames; Hessian MAE eV/Å², Eckart eigenvalues eV/Å²/amu, "
         "seconds per molecule (E+F+H, one at a time, CPU); autograd = the backbone's exact "
         "Hessian; at most --eval-per-kind frames of each kind per set",
-        "machine": {"platform": platform.platform(), "torch": torch.__version__},
+        "machine": machine_description(device="cpu"),
         "script": "scripts/train_hip.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "total_wall_seconds_this_call": round(time.time() - t0, 1),
     }

@@ -1,24 +1,37 @@
-"""Smoke test of ``benchmarks/speed.py``: tiny settings, every column filled, plot written."""
+"""Smoke tests of ``benchmarks/speed.py`` (tiny settings, every column filled, plot written),
+of its large-size and batch paths and guards, and of the shared machine description."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.mace
 
-SPEED = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
-METHODS = ("ef", "ef_native", "hip", "autograd", "fd", "mace_hessian")
-RATIOS = ("hip_over_ef", "hip_over_ef_native", "autograd_over_hip", "mace_hessian_over_hip")
+REPO = Path(__file__).resolve().parents[1]
+SPEED = REPO / "benchmarks" / "speed.py"
+METHODS = ("ef", "ef_native", "hip", "hip_blocks", "autograd", "fd", "mace_hessian")
+RATIOS = (
+    "hip_over_ef",
+    "hip_over_ef_native",
+    "hip_blocks_over_ef",
+    "autograd_over_hip",
+    "mace_hessian_over_hip",
+)
 
 
 def _load_speed() -> ModuleType:
-    """Import benchmarks/speed.py (not a package) under a private module name."""
+    """Import benchmarks/speed.py (not a package) under a private module name.
+
+    It puts its own folder on ``sys.path``, so its sibling ``speed_*`` modules import too.
+    """
     name = "_hip_head_benchmark_speed"
     if name in sys.modules:
         return sys.modules[name]
@@ -97,7 +110,8 @@ def test_speed_benchmark_smoke_schnet(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "mace_hessian_ms" not in row and "mace_hessian_over_hip" not in row
     for method in data["methods"]:
         assert row[f"{method}_ms"] > 0, method
-    for ratio in ("hip_over_ef", "hip_over_ef_native", "autograd_over_hip", "fd_over_hip"):
+    ratios = ("hip_over_ef", "hip_over_ef_native", "hip_blocks_over_ef", "autograd_over_hip")
+    for ratio in (*ratios, "fd_over_hip"):
         assert row[ratio] > 0, ratio
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
@@ -117,6 +131,145 @@ def test_default_outputs_are_named_per_backbone() -> None:
 def test_skipped_methods_are_null_with_a_reason() -> None:
     speed = _load_speed()
     settings = speed.Settings(sizes=[200], max_fd_atoms=60, max_autograd_atoms=None)
-    assert "6N = 1200" in speed._skip_reason("fd", 200, settings)
-    assert speed._skip_reason("autograd", 200, settings) is None
-    assert speed._skip_reason("hip", 200, settings) is None
+    assert "6N = 1200" in speed.skip_reason("fd", 200, settings)
+    assert speed.skip_reason("autograd", 200, settings) is None
+    assert speed.skip_reason("hip", 200, settings) is None
+    assert "--max-flat-atoms 2000" in speed.skip_reason("hip", 5000, settings)
+    assert speed.skip_reason("hip_blocks", 5000, settings) is None
+
+
+def test_large_size_and_batch_paths_smoke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At a "large" size only the block-sparse HIP runs; the batch runs its five methods."""
+    speed = _load_speed()
+    out, plot = tmp_path / "speed.json", tmp_path / "speed.png"
+    argv = ["--sizes", "20", "--max-flat-atoms", "10", "--batch-small", "--batch-molecules", "4"]
+    argv += ["--batch-atoms", "3", "6", "--channels", "8", "--max-ell", "2", "--correlation", "2"]
+    argv += ["--num-interactions", "1", "--repeats", "1", "--warmup", "1", "--threads", "1"]
+    argv += ["--max-fd-atoms", "5", "--max-mace-hessian-atoms", "5", "--max-autograd-atoms", "6"]
+    argv += ["--isolation", "none"]  # one warm-up of TorchScript for all; the guards: below
+    argv += ["--out", str(out), "--plot", str(plot)]
+
+    assert speed.main(argv) == 0
+
+    data = json.loads(out.read_text())
+    assert data["settings"]["batch_small"] and data["settings"]["max_flat_atoms"] == 10
+    (row,) = data["rows"]
+    assert row["atoms"] == 20 and row["head_pairs"] > 0
+    assert row["hip_blocks_ms"] > 0 and row["ef_ms"] > 0 and row["ef_native_ms"] > 0
+    for method in ("hip", "autograd", "fd", "mace_hessian"):
+        assert row[f"{method}_ms"] is None and method in row["skipped"], method
+    assert "--max-flat-atoms 10" in row["skipped"]["hip"]
+    assert row["hip_blocks_over_ef"] > 0 and row["hip_over_ef"] is None
+    batch = data["batch"]
+    assert batch["molecules"] == 4 and 3 <= batch["atoms_per_molecule"][0]
+    assert batch["atoms_per_molecule"][1] <= 6 and batch["atoms"] >= 12
+    assert batch["methods"] == ["ef", "ef_native", "hip", "hip_blocks", "autograd"]
+    assert batch["skipped"] == {}, batch["skipped"]
+    for method in batch["methods"]:
+        assert batch[f"{method}_ms"] > 0 and batch[f"{method}_peak_mb"] > 0, method
+    assert batch["autograd_over_hip"] > 0
+    printed = capsys.readouterr().out
+    assert "Batch of 4 molecules" in printed and "HIP blocks" in printed
+
+
+def test_a_structure_too_big_is_reported_not_fatal(tmp_path: Path) -> None:
+    """A memory limit no child can meet: every method and the counts report the guard."""
+    speed = _load_speed()
+    out = tmp_path / "speed.json"
+    argv = ["--sizes", "5", "--memory-limit", "0.01", "--channels", "8", "--max-ell", "2"]
+    argv += ["--batch-small", "--batch-molecules", "2", "--batch-atoms", "3", "4"]
+    argv += ["--correlation", "2", "--num-interactions", "1", "--repeats", "1", "--warmup", "0"]
+    argv += ["--max-fd-atoms", "3", "--max-mace-hessian-atoms", "3", "--max-autograd-atoms", "3"]
+    argv += ["--out", str(out), "--plot", str(tmp_path / "speed.png")]
+
+    assert speed.main(argv) == 0
+
+    data = json.loads(out.read_text())
+    (single,) = data["rows"]
+    assert single["formula"] == "CH4" and single["head_pairs"] is None
+    for row in (single, data["batch"]):
+        assert "memory guard" in row["skipped"]["counts"]
+        for method in ("ef", "ef_native", "hip", "hip_blocks"):
+            assert row[f"{method}_ms"] is None, method
+            assert "memory guard" in row["skipped"][method], method
+    assert data["batch"]["molecules"] == 2
+
+
+def test_fork_guards_stop_a_child_that_runs_too_long_or_grows_too_big() -> None:
+    _load_speed()
+    from speed_isolation import run_in_fork
+
+    def sleeps() -> dict:
+        time.sleep(30)
+        return {}
+
+    def grows() -> dict:
+        block = bytearray(400 * 2**20)  # 400 MiB, touched
+        block[::4096] = b"x" * len(block[::4096])
+        time.sleep(30)
+        return {"size": len(block)}
+
+    roomy = _rss_gib() + 1.0  # a child starts at most at this process's resident set
+    assert run_in_fork(lambda: {"value": 1}, 1, 30.0, roomy) == {"ok": True, "value": 1}
+    assert "timeout" in run_in_fork(sleeps, 1, 0.3)["error"]
+    result = run_in_fork(grows, 1, 60.0, memory_limit_gb=0.35)  # it grows past 0.39 GiB
+    assert not result["ok"] and "memory guard" in result["error"]
+    failed = run_in_fork(lambda: {"value": 1 / 0}, 1, 30.0)
+    assert not failed["ok"] and "ZeroDivisionError" in failed["error"]
+
+
+def _rss_gib() -> float:
+    """This process's resident set, GiB."""
+    from speed_measure import proc_status_mib
+
+    rss = proc_status_mib("VmRSS")
+    if rss is None:
+        pytest.skip("no /proc/self/status here")
+    return rss / 1024
+
+
+def test_small_molecule_batch_is_seeded_and_in_range() -> None:
+    speed = _load_speed()
+    batch = speed.small_molecule_batch(6, 4, 9, seed=3)
+    assert len(batch) == 6 and all(4 <= len(m) <= 9 for m in batch)
+    again = speed.small_molecule_batch(6, 4, 9, seed=3)
+    assert all((a.positions == b.positions).all() for a, b in zip(batch, again, strict=True))
+    with pytest.raises(ValueError):
+        speed.small_molecule_batch(2, 9, 4)
+
+
+def test_min_distance_matches_the_full_distance_matrix() -> None:
+    _load_speed()
+    from speed_molecules import min_distance
+
+    molecule = _load_speed().organic_molecule(61, seed=2)
+    full = molecule.get_all_distances()[np.triu_indices(61, 1)].min()
+    assert min_distance(molecule.positions) == pytest.approx(full, rel=1e-12)
+
+
+def test_old_result_files_render_as_before() -> None:
+    """Files written before hip_blocks existed still give their tables (methods from rows)."""
+    speed = _load_speed()
+    old = json.loads((REPO / "docs" / "benchmarks" / "speed_cpu.json").read_text())
+    text = speed.markdown(old)
+    assert (
+        "| atoms | formula | E+F (ms) | bare E+F (ms) | HIP E+F+H (ms) | autograd H (ms) " in text
+    )
+    assert "HIP blocks" not in text and "| 200 | C57H125N9O9 |" in text
+
+
+def test_machine_description_names_cpu_cores_and_versions() -> None:
+    from hip_head.provenance import machine_description
+
+    info = machine_description(["ase", "not-a-package-xyz"], device="cpu")
+    for key in ("platform", "python", "cpu", "cpu_count", "cpus_usable", "torch", "date"):
+        assert info[key], key
+    versions = info["versions"]
+    for package in ("torch", "e3nn", "numpy", "hip-head", "ase"):
+        assert versions[package], package
+    assert versions["not-a-package-xyz"] is None
+    assert info["torch"] == versions["torch"]
+    assert "gpu" not in info  # a CPU measurement names no GPU
+    json.dumps(info)  # plain JSON

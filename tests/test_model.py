@@ -9,6 +9,7 @@ from ase import Atoms
 from ase.build import molecule
 
 import hip_head
+import hip_head.graph as graph_module
 from hip_head import (
     AtomicGraph,
     BlockSparseHessian,
@@ -148,3 +149,31 @@ def test_ase_calculator_returns_energy_forces_and_hessian(hip):
     assert np.allclose(atoms.get_forces(), expected["forces"], atol=1e-10)
     assert np.allclose(atoms.calc.get_hessian(atoms), expected["hessian"], atol=1e-10)
     assert atoms.calc.hessian_function(atoms).shape == (15, 15)
+
+
+def test_block_sparse_forward_never_enumerates_all_pairs(tiny_mace, monkeypatch):
+    def quadratic(*args, **kwargs):
+        raise AssertionError("enumerated every pair")
+
+    monkeypatch.setattr(graph_module, "pairs_within_structures", quadratic)
+    monkeypatch.setattr(graph_module, "all_pairs", quadratic)
+    hip = hip_head.wrap(tiny_mace, channels=8, hessian_cutoff=4.0)
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*(np.arange(4.0),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    atoms = Atoms("C64", positions=1.6 * grid + rng.uniform(-0.1, 0.1, (64, 3)))
+    graph = AtomicGraph.from_ase(atoms, dtype=torch.float64)
+    sparse = hip(graph, hessian_output="blocks")["hessian"]
+    assert len(sparse.rows) < 64 * 64  # block-sparse: only pairs within 4 Å
+
+
+def test_periodic_cell_smaller_than_the_cutoff_flat_dense_and_blocks_agree(hip):
+    water = molecule("H2O")
+    water.set_cell([3.6, 3.8, 4.1])
+    water.pbc = True
+    water.positions += 0.3
+    graph = AtomicGraph.from_ase(water, dtype=torch.float64)
+    with torch.no_grad():
+        (dense,) = hip(graph, hessian_output="dense")["hessian"]
+        sparse = hip(graph, hessian_output="blocks")["hessian"]
+    assert torch.equal(dense, dense.T)
+    assert torch.equal(sparse.to_dense(0), dense)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
 
-from hip_head import AtomicGraph, HessianReadout
+from hip_head import AtomicGraph, HessianReadout, build_pair_graph
 from hip_head._e3nn import o3
-from hip_head.assemble import blocks_to_flat, split_flat
+from hip_head.assemble import BlockSparseHessian, blocks_to_flat, split_flat
+from hip_head.cartesian import irreps_to_cartesian
 from tests.synthetic_features import IRREPS, synthetic_features
 
 
@@ -172,3 +174,120 @@ def test_head_pickled_before_block_scale_existed_still_runs(small_molecules):
     after = head(feats, graph)
     assert torch.equal(after.diagonal, before.diagonal)
     assert torch.equal(after.offdiagonal, before.offdiagonal)
+
+
+@pytest.mark.parametrize("diagonal", ["learned", "sum_rule"])
+def test_periodic_images_add_up_like_in_a_supercell(diagonal):
+    """A cell smaller than twice the cutoff (atoms pair with several images of each other and
+    with their own images) gives the Γ-point Hessian: block H_ab of the cell is the sum, over
+    the copies b' of b in a supercell, of the supercell's blocks H_ab'."""
+    head = HessianReadout(IRREPS, channels=8, hessian_cutoff=4.0, diagonal=diagonal).double()
+    cell = np.array([[2.6, 0.0, 0.0], [0.5, 2.8, 0.0], [0.3, -0.4, 3.0]])
+    atoms = Atoms("CON", positions=[[0.1, 0.2, 0.3], [1.3, 1.1, 1.4], [2.0, 0.4, 2.2]])
+    atoms.set_cell(cell)
+    atoms.pbc = True
+    repeats = 3
+    supercell = atoms.repeat(repeats)  # copy r of atom a is atom r * len(atoms) + a
+    n, copies = len(atoms), repeats**3
+    features = torch.randn(n, o3().Irreps(IRREPS).dim, dtype=torch.float64)
+
+    def dense(structure, feats):
+        graph = AtomicGraph.from_ase(structure, dtype=torch.float64)
+        blocks = head(feats, graph)
+        (h,) = split_flat(blocks_to_flat(blocks, graph), graph.atoms_per_graph)
+        return h.reshape(len(structure), 3, len(structure), 3), blocks
+
+    with torch.no_grad():
+        h_cell, blocks = dense(atoms, features)
+        h_super, _ = dense(supercell, features.repeat(copies, 1))
+    assert bool((blocks.pairs.index[0] == blocks.pairs.index[1]).any())  # self images
+    folded = h_super[:n].reshape(n, 3, copies, n, 3).sum(dim=2)
+    assert torch.allclose(h_cell, folded, rtol=1e-10, atol=1e-10 * float(h_cell.abs().max()))
+    flat = h_cell.reshape(3 * n, 3 * n)
+    assert torch.equal(flat, flat.T)
+    assert h_cell[0, :, 1].abs().max() > 1e-3
+    if diagonal == "sum_rule":
+        row_sums = h_cell.sum(dim=2)
+        assert torch.allclose(row_sums, -row_sums.transpose(-1, -2), atol=1e-12)
+    # The block-sparse form stores each pair once, images summed, and matches the flat one.
+    graph = AtomicGraph.from_ase(atoms, dtype=torch.float64)
+    sparse = BlockSparseHessian.from_blocks(blocks, graph)
+    keys = sparse.rows * n + sparse.cols
+    assert torch.unique(keys).numel() == keys.numel()
+    assert torch.equal(sparse.to_dense(0), flat)
+    v = torch.randn(n, 3, dtype=torch.float64)
+    assert torch.allclose(sparse.matvec(v).reshape(-1), flat @ v.reshape(-1), atol=1e-12)
+
+
+def _composed_blocks(head: HessianReadout, feats: torch.Tensor, graph: AtomicGraph):
+    """The head's formulas as the plain composition of its e3nn modules (every pair's x_ab
+    formed, every path evaluated): the definition the optimised forward pass must equal."""
+    pairs = build_pair_graph(graph, head.hessian_cutoff)
+    a, b = pairs.index
+    h = head.node_linear(feats)
+    sh = head.spherical_harmonics(pairs.vectors)
+    envelope = head.envelope(pairs.lengths)
+    basis = head.radial_basis(pairs.lengths) * envelope.unsqueeze(-1)
+
+    def pair_scalars(h):
+        scalars = h[:, head.scalar_mask]
+        return torch.cat([basis, scalars[a], scalars[b]], dim=-1)
+
+    for block in head.interactions:
+        messages = block.tp(h[b], sh, block.radial(pair_scalars(h), envelope))
+        summed = messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, a, messages)
+        h = h + block.linear(summed) / head.norm
+    w = head.pair_radial(pair_scalars(h), envelope)
+    n1, n2 = head.tp_sender.weight_numel, head.tp_receiver.weight_numel
+    x = torch.cat(
+        [
+            head.tp_sender(h[b], sh, w[:, :n1]),
+            head.tp_receiver(h[a], sh, w[:, n1 : n1 + n2]),
+            head.tp_pair(h[a], h[b], w[:, n1 + n2 :]),
+        ],
+        dim=-1,
+    )
+    m = head.block_scale * irreps_to_cartesian(head.pair_out(x))
+    offdiagonal = m + m[pairs.reverse].transpose(-1, -2)
+    if head.diagonal_mode == "sum_rule":
+        row_sum = torch.zeros_like(h[:, :9]).view(-1, 3, 3).index_add(0, a, offdiagonal)
+        return -0.5 * (row_sum + row_sum.transpose(-1, -2)), offdiagonal
+    summed = x.new_zeros(h.shape[0], x.shape[1]).index_add(0, a, x) / head.norm
+    n = head.block_scale * irreps_to_cartesian(head.node_out(h) + head.node_pair_out(summed))
+    return n + n.transpose(-1, -2), offdiagonal
+
+
+@pytest.mark.parametrize(
+    "irreps, options",
+    [
+        (IRREPS, {"channels": 6}),
+        (IRREPS, {"channels": 4, "num_interactions": 2, "diagonal": "sum_rule"}),
+        ("8x0e+8x1o", {"channels": 5, "hidden_irreps": "full", "block_scale": 3.0}),
+        ("8x0e+8x1o+8x0e", {"channels": 4, "num_interactions": 0}),
+    ],
+)
+def test_forward_equals_the_composition_of_its_modules(small_molecules, irreps, options):
+    """The forward pass folds the output maps into the weight MLP and skips unread paths; it
+    must give the modules' composition (values and parameter gradients) to rounding."""
+    head = HessianReadout(irreps, **options).double()
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_()
+    graph = AtomicGraph.from_ase(small_molecules, dtype=torch.float64)
+    feats = torch.randn(graph.num_atoms, o3().Irreps(irreps).dim, dtype=torch.float64)
+    blocks = head(feats, graph)
+    diagonal, offdiagonal = _composed_blocks(head, feats, graph)
+    scale = float(offdiagonal.abs().max())
+    assert torch.allclose(blocks.offdiagonal, offdiagonal, rtol=0, atol=1e-12 * scale)
+    assert torch.allclose(blocks.diagonal, diagonal, rtol=0, atol=1e-12 * scale)
+    params = list(head.parameters())
+    loss = blocks.offdiagonal.square().sum() + blocks.diagonal.sum()
+    fast = torch.autograd.grad(loss, params, allow_unused=True)
+    loss = offdiagonal.square().sum() + diagonal.sum()
+    slow = torch.autograd.grad(loss, params, allow_unused=True)
+    for (name, _), g_fast, g_slow in zip(head.named_parameters(), fast, slow):
+        assert (g_fast is None) == (g_slow is None), name  # node maps unused with sum_rule
+        if g_slow is None:
+            continue
+        tol = 1e-12 * max(float(g_slow.abs().max()), 1.0)
+        assert torch.allclose(g_fast, g_slow, rtol=0, atol=tol), name

@@ -12,8 +12,9 @@ imaginary Eckart mode of its Hessian), then follows the imaginary mode down both
 Either way the last point is relaxed to a minimum (:func:`~hip_head.chem.optimize.optimize`,
 ``fmax``), and the relaxed end's saddle index is checked. Each branch records which path
 produced its end (``"sella_irc"`` or ``"displace_descent"``) and the geometries and energies
-along it; :meth:`IRCResult.profile` joins both into an energy profile along the arc length and
-:func:`plot_profile` draws it.
+along it; :meth:`IRCResult.profile` joins both into an energy profile along the arc length.
+Drawing it and writing the path to files: :mod:`hip_head.chem.outputs` (:func:`plot_profile`
+is importable from here too); the ``hip irc`` command: :mod:`hip_head.chem.search_commands`.
 
 Directions: ``"forward"`` is ``+mode`` and ``"reverse"`` is ``-mode``, with the imaginary mode
 (unit Cartesian norm) signed so that its largest-magnitude component is positive.
@@ -23,26 +24,17 @@ Units: Å, eV, eV/Å, cm⁻¹ (imaginary frequencies as negative numbers), s.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
-from hip_head.chem._common import (
-    ChemistryError,
-    add_model_argument,
-    load_model,
-    read_structure,
-)
+from hip_head.chem._common import ChemistryError
 from hip_head.chem.optimize import OPT_METHODS, optimize
-from hip_head.chem.potentials import Meter, MeteredPotential, bare, max_force
+from hip_head.chem.outputs import plot_profile
+from hip_head.chem.potentials import MeteredPotential, bare, max_force, metered
 from hip_head.errors import HIPError
 from hip_head.vibrations import VibrationalAnalysis, vibrational_analysis
 
@@ -51,7 +43,6 @@ __all__ = [
     "IRCBranch",
     "IRCResult",
     "irc",
-    "main_irc",
     "plot_profile",
     "steepest_descent",
     "transition_mode",
@@ -399,7 +390,7 @@ def irc(
         ts: the transition state (N atoms, Å); not modified.
         model: the potential (a HIPModel, model file or ``"pretrained"``, a
             ``(calculator, hessian_function)`` pair or a
-            :class:`~hip_head.chem.optimize.Potential`).
+            :class:`~hip_head.chem.potentials.Potential`).
         step_A: fallback: the first step along the imaginary mode, Å (Cartesian norm).
         fmax: relaxation threshold of both ends, eV/Å.
         max_steps: step limit per direction of Sella's IRC and of the fallback descent.
@@ -431,8 +422,8 @@ def irc(
         raise ChemistryError(f"unknown relax_method {relax_method!r}: use one of {OPT_METHODS}")
     t0 = time.perf_counter()
     deadline = t0 + (time_limit_s if time_limit_s is not None else float("inf"))
-    potential = model if isinstance(model, MeteredPotential) else MeteredPotential(model)
-    meter0 = Meter(**vars(potential.meter))
+    potential = metered(model)
+    meter0 = potential.meter.copy()
     ts = bare(ts)
     work = potential.attach(ts)
     e_ts = float(work.get_potential_energy())
@@ -489,7 +480,7 @@ def irc(
             energies=np.asarray(energies, dtype=np.float64),
             note=note,
         )
-    used = potential.meter
+    used = potential.meter.since(meter0)
     return IRCResult(
         ts=ts,
         ts_energy_eV=e_ts,
@@ -497,134 +488,8 @@ def irc(
         forward=branches["forward"],
         reverse=branches["reverse"],
         wall_s=time.perf_counter() - t0,
-        model_seconds=used.total_seconds - meter0.total_seconds,
-        model_calls=used.calls - meter0.calls,
-        hessian_calls=used.hessian_calls - meter0.hessian_calls,
+        model_seconds=used.total_seconds,
+        model_calls=used.calls,
+        hessian_calls=used.hessian_calls,
         notes="; ".join(notes),
     )
-
-
-def plot_profile(result: IRCResult, path: str | Path, title: str | None = None) -> Path:
-    """Draw the IRC energy profile (energy relative to the reverse end against the arc length
-    from the TS) to a PNG (matplotlib, Agg backend).
-
-    Args:
-        result: the IRC.
-        path: the PNG file to write.
-        title: plot title (default: the imaginary frequency and barriers).
-
-    Returns:
-        The path written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s, e = result.profile()
-    ref = result.reverse.energy_eV
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
-    try:
-        ax.plot(s, e - ref, "-", color="C0", lw=1.5)
-        ax.plot([s[0], 0.0, s[-1]], [e[0] - ref, result.ts_energy_eV - ref, e[-1] - ref], "o",
-                color="C3")  # fmt: skip
-        ax.axvline(0.0, color="0.7", lw=0.8, ls=":")
-        ax.set_xlabel("arc length from the TS (Å)")
-        ax.set_ylabel("energy relative to the reverse end (eV)")
-        b_rev, b_fwd = result.barriers_eV
-        ax.set_title(
-            title
-            or f"IRC: {abs(result.imaginary_cm1):.0f}i cm⁻¹, barriers {b_rev:.3f} / {b_fwd:.3f} eV"
-        )
-        fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-    return path
-
-
-# ---------------------------------------------------------------------------------- command
-def write_irc_files(result: IRCResult, out: Path, prefix: str = "irc") -> dict[str, str]:
-    """Write ``<prefix>_ends.xyz`` (reverse end, forward end), ``<prefix>_path.xyz`` (the whole
-    path with energies) and ``<prefix>_profile.png`` into ``out``; returns {what: file}."""
-    from ase.io import write
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "ends": out / f"{prefix}_ends.xyz",
-        "path": out / f"{prefix}_path.xyz",
-        "profile": out / f"{prefix}_profile.png",
-    }
-    ends = []
-    for branch in (result.reverse, result.forward):
-        end = branch.end.copy()
-        end.info.update(direction=branch.direction, how=branch.how)
-        ends.append(end)
-    write(files["ends"], ends, format="extxyz")
-    write(files["path"], result.path(), format="extxyz")
-    plot_profile(result, files["profile"])
-    return {k: str(v) for k, v in files.items()}
-
-
-def main_irc(argv: Sequence[str] | None = None) -> int:
-    """``hip irc ts.xyz [--model M] [--out DIR] [--method auto|sella|displace] [--step A]``.
-
-    Follows the TS's imaginary mode both ways, relaxes both ends, and writes into ``--out``
-    (default ``irc_<stem>``): ``irc_ends.xyz``, ``irc_path.xyz``, ``irc_profile.png`` and
-    ``irc.json``.
-
-    Returns:
-        0 when both ends relaxed to minima, 1 otherwise, 2 for bad input (one line on stderr;
-        e.g. a minimum given as the TS, with its frequencies).
-    """
-    parser = argparse.ArgumentParser(
-        prog="hip irc", description="Follow a transition state down both sides to two minima."
-    )
-    parser.add_argument("ts", help="the transition state (xyz, extxyz, traj, ...)")
-    parser.add_argument("--out", help="output folder (default irc_<stem>)")
-    parser.add_argument("--method", default="auto", choices=IRC_METHODS)
-    parser.add_argument("--step", type=float, default=0.15, help="fallback step along the mode, Å")
-    parser.add_argument("--fmax", type=float, default=0.01, help="end relaxation threshold, eV/Å")
-    parser.add_argument("--steps", type=int, default=200, help="IRC steps per direction")
-    parser.add_argument("--time-limit", type=float, default=600.0, help="seconds (default 600)")
-    add_model_argument(parser)
-    args = parser.parse_args(argv)
-    prog = "hip irc"
-    try:
-        ts = read_structure(args.ts)
-        model = load_model(args.model)
-        print(f"IRC from {args.ts} ({len(ts)} atoms) ...", flush=True)
-        result = irc(
-            ts,
-            model,
-            step_A=args.step,
-            fmax=args.fmax,
-            max_steps=args.steps,
-            method=args.method,
-            time_limit_s=args.time_limit,
-        )
-    except (HIPError, ValueError, OSError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else Path(f"irc_{Path(args.ts).stem}")
-    try:
-        files = write_irc_files(result, out)
-        (out / "irc.json").write_text(
-            json.dumps({**result.summary(), "files": files}, indent=2) + "\n"
-        )
-    except OSError as exc:
-        print(f"{prog}: error: cannot write the results: {exc}", file=sys.stderr)
-        return 2
-    for branch in (result.reverse, result.forward):
-        state = "minimum"
-        if not (branch.saddle_index == 0 and branch.converged):
-            index, f = branch.saddle_index, branch.fmax
-            state = f"not a relaxed minimum (saddle index {index}, fmax {f:.3f} eV/Å)"
-        print(
-            f"{branch.direction:8s} via {branch.how:16s}: E = {branch.energy_eV:.6f} eV, "
-            f"barrier {result.ts_energy_eV - branch.energy_eV:.3f} eV, {state}"
-        )
-    print(f"imaginary frequency {abs(result.imaginary_cm1):.1f}i cm⁻¹; files in {out}/")
-    ok = all(b.converged and b.saddle_index == 0 for b in (result.reverse, result.forward))
-    return 0 if ok else 1

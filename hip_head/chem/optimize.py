@@ -12,37 +12,29 @@
 ``model`` is anything :func:`hip_head.chem.potentials.as_potential` accepts (a HIP, a model
 file or ``"pretrained"``, a ``(calculator, hessian_function)`` pair, a ``Potential``).
 
+The ``hip opt`` command: :mod:`hip_head.chem.search_commands`.
+
 Units (ASE's): Å, eV, eV/Å, eV/Å², cm⁻¹ (imaginary frequencies as negative numbers), s.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
 
-from hip_head.chem._common import (
-    ChemistryError,
-    add_model_argument,
-    command_error,
-    load_model,
-    read_structure,
-)
-from hip_head.chem.potentials import Meter, MeteredPotential, bare, max_force
+from hip_head.chem._common import ChemistryError
+from hip_head.chem.potentials import MeteredPotential, bare, max_force, metered
 from hip_head.errors import HIPError
 from hip_head.vibrations import vibrational_analysis
 
 __all__ = [
     "OPT_METHODS",
     "OptResult",
-    "main_opt",
     "optimize",
     "run_optimizer",
 ]
@@ -217,7 +209,8 @@ def optimize(
     Args:
         atoms: the start (N atoms, Å); not modified.
         model: the potential: a HIPModel, a model file or ``"pretrained"``, a
-            ``(calculator, hessian_function)`` pair, or a :class:`Potential`.
+            ``(calculator, hessian_function)`` pair, or a
+            :class:`~hip_head.chem.potentials.Potential`.
         method: one of :data:`OPT_METHODS`.
         fmax: convergence threshold on the largest atomic force, eV/Å.
         max_steps: optimiser step limit.
@@ -241,8 +234,8 @@ def optimize(
     if hessian_every < 1:
         raise ChemistryError(f"hessian_every must be >= 1, got {hessian_every}")
     t0 = time.perf_counter()
-    potential = model if isinstance(model, MeteredPotential) else MeteredPotential(model)
-    meter0 = Meter(**vars(potential.meter))
+    potential = metered(model)
+    meter0 = potential.meter.copy()
     work = potential.attach(atoms)
     energy0 = float(work.get_potential_energy())  # bad input raises here, before any optimiser
     positions, energies = [work.get_positions().copy()], [energy0]
@@ -286,7 +279,7 @@ def optimize(
     index, freqs = None, None
     if check_saddle:
         index, freqs = _frequencies(potential, out)
-    used = potential.meter
+    used = potential.meter.since(meter0)
     return OptResult(
         atoms=out,
         converged=bool(converged),
@@ -294,9 +287,9 @@ def optimize(
         energy_eV=energy,
         fmax=f_max,
         wall_s=time.perf_counter() - t0,
-        model_seconds=used.total_seconds - meter0.total_seconds,
-        model_calls=used.calls - meter0.calls,
-        hessian_calls=used.hessian_calls - meter0.hessian_calls,
+        model_seconds=used.total_seconds,
+        model_calls=used.calls,
+        hessian_calls=used.hessian_calls,
         saddle_index=index,
         frequencies_cm1=freqs,
         method=method,
@@ -304,75 +297,3 @@ def optimize(
         path_positions=np.asarray(positions),
         path_energies=np.asarray(energies),
     )
-
-
-# ---------------------------------------------------------------------------------- command
-
-
-def main_opt(argv: Sequence[str] | None = None) -> int:
-    """``hip opt mol.xyz [--method newton] [--fmax F] [--steps N] [--model M] [--out FILE]``.
-
-    Relaxes the structure, prints one line per few steps and a summary, and writes the relaxed
-    geometry (extxyz; default ``<stem>_opt.xyz``) and, with ``--json``, the summary.
-
-    Returns:
-        0 when converged to a minimum, 1 when not converged or the end is not a minimum,
-        2 for bad input (one line on stderr).
-    """
-    parser = argparse.ArgumentParser(
-        prog="hip opt", description="Relax a structure to a minimum of a HIP."
-    )
-    parser.add_argument("structure", help="the start geometry (xyz, extxyz, traj, ...)")
-    parser.add_argument("--method", default="newton", choices=OPT_METHODS)
-    parser.add_argument("--fmax", type=float, default=0.01, help="eV/Å (default 0.01)")
-    parser.add_argument("--steps", type=int, default=500, help="step limit (default 500)")
-    parser.add_argument(
-        "--hessian-every", type=int, default=1, help="newton: steps between Hessians (default 1)"
-    )
-    parser.add_argument("--out", help="relaxed geometry file (default <stem>_opt.xyz)")
-    parser.add_argument("--json", help="write the summary to this JSON file")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    add_model_argument(parser)
-    args = parser.parse_args(argv)
-    prog = "hip opt"
-    try:
-        atoms = read_structure(args.structure)
-        model = load_model(args.model)
-
-        def progress(step: int, energy: float, f: float) -> None:
-            if not args.quiet and step % 5 == 0:
-                print(f"step {step:4d}  E = {energy:.6f} eV  fmax = {f:.4f} eV/Å", flush=True)
-
-        result = optimize(
-            atoms,
-            model,
-            method=args.method,
-            fmax=args.fmax,
-            max_steps=args.steps,
-            hessian_every=args.hessian_every,
-            callback=progress,
-        )
-    except (HIPError, ValueError, OSError) as exc:
-        return command_error(prog, str(exc))
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(args.structure).with_name(Path(args.structure).stem + "_opt.xyz")
-    )
-    try:
-        from ase.io import write
-
-        write(out, result.atoms, format="extxyz")
-        if args.json:
-            Path(args.json).write_text(json.dumps(result.summary(), indent=2) + "\n")
-    except OSError as exc:
-        return command_error(prog, f"cannot write the result: {exc}")
-    status = "converged" if result.converged else f"NOT converged ({result.reason})"
-    freqs = result.frequencies_cm1
-    lowest = "" if freqs is None or len(freqs) == 0 else f", lowest frequency {freqs[0]:.1f} cm⁻¹"
-    print(
-        f"{status} after {result.steps} steps: E = {result.energy_eV:.6f} eV, "
-        f"fmax = {result.fmax:.4f} eV/Å, saddle index {result.saddle_index}{lowest}; "
-        f"{result.wall_s:.1f} s ({result.model_seconds:.1f} s in the model) -> {out}"
-    )
-    return 0 if result.converged and result.saddle_index in (0, None) else 1

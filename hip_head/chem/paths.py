@@ -16,7 +16,7 @@ import logging
 import numpy as np
 from ase import Atoms
 
-from hip_head.chem._common import ChemistryError
+from hip_head.chem._common import ChemistryError, copy_charge_spin
 
 __all__ = ["INTERPOLATION_METHODS", "align", "check_same_atoms", "interpolate", "rmsd"]
 
@@ -165,10 +165,9 @@ def interpolate(
         raise ChemistryError(f"{method} interpolation returned an unusable path")
     out = []
     for k, positions in enumerate(frames):
-        image = Atoms(numbers=start.get_atomic_numbers(), positions=positions)
-        for key in ("charge", "spin"):
-            if key in reactant.info:
-                image.info[key] = reactant.info[key]
+        image = copy_charge_spin(
+            reactant, Atoms(numbers=start.get_atomic_numbers(), positions=positions)
+        )
         image.info["image"] = k
         out.append(image)
     return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,7 +24,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from hip_head.chem._common import ChemistryError, load_model
+from hip_head.chem._common import ChemistryError, copy_charge_spin, load_model
 
 __all__ = [
     "CalculatorPotential",
@@ -36,6 +36,7 @@ __all__ = [
     "as_potential",
     "bare",
     "max_force",
+    "metered",
 ]
 
 
@@ -106,7 +107,7 @@ class CalculatorPotential:
 class XTBPotential:
     """GFN-xTB (tblite) as a :class:`Potential`: analytic energy and forces, and the Hessian by
     central differences of the forces (6N force calls, step ``step`` Å;
-    :func:`hip_head.finetune.labels.label_xtb`).
+    :func:`hip_head.finetune.engines.xtb_hessian`).
 
     Args:
         method: ``"GFN2-xTB"`` (default; the level the shipped HIP was trained on),
@@ -130,30 +131,22 @@ class XTBPotential:
 
     def calculator(self) -> Calculator:
         """A ``tblite.ase.TBLite`` calculator."""
-        from tblite.ase import TBLite
+        from hip_head.finetune.engines import xtb_calculator
 
-        return TBLite(
-            method=self.method,
-            charge=self.charge,
-            multiplicity=self.spin,
-            accuracy=self.accuracy,
-            verbosity=0,
-        )
+        return xtb_calculator(self.method, self.charge, self.spin, self.accuracy)
 
     def hessian(self, atoms: Atoms) -> np.ndarray:
         """(3N, 3N) finite-difference Hessian, eV/Å²."""
-        from hip_head.finetune.labels import label_xtb
+        from hip_head.finetune.engines import xtb_hessian
 
-        n3 = 3 * len(atoms)
-        sample = label_xtb(
+        return xtb_hessian(
             atoms,
             method=self.method,
+            accuracy=self.accuracy,
             step=self.step,
             charge=self.charge,
             spin=self.spin,
-            accuracy=self.accuracy,
         )
-        return np.asarray(sample.hessian, dtype=np.float64).reshape(n3, n3)
 
     def __repr__(self) -> str:
         return f"XTBPotential({self.method!r})"
@@ -230,6 +223,19 @@ class Meter:
         """Time in the potential, s."""
         return self.seconds + self.hessian_seconds
 
+    def copy(self) -> Meter:
+        """A snapshot of the counts (to measure a part of a run with :meth:`since`)."""
+        return replace(self)
+
+    def since(self, start: Meter) -> Meter:
+        """The calls and time added since ``start``, an earlier :meth:`copy` of this meter."""
+        return Meter(
+            calls=self.calls - start.calls,
+            seconds=self.seconds - start.seconds,
+            hessian_calls=self.hessian_calls - start.hessian_calls,
+            hessian_seconds=self.hessian_seconds - start.hessian_seconds,
+        )
+
 
 class _MeteredCalculator(Calculator):
     """Energy and forces of an inner calculator, timed into a :class:`Meter`."""
@@ -286,6 +292,12 @@ class MeteredPotential:
         return out
 
 
+def metered(model: Any) -> MeteredPotential:
+    """``model`` itself when it is a :class:`MeteredPotential` (its meter keeps counting), else
+    a new one around it (anything :func:`as_potential` accepts) with a fresh meter."""
+    return model if isinstance(model, MeteredPotential) else MeteredPotential(model)
+
+
 # ---------------------------------------------------------------------------------- helpers
 def bare(atoms: Atoms) -> Atoms:
     """A calculator-free copy with numbers, positions, cell/pbc and the charge/spin info."""
@@ -295,10 +307,7 @@ def bare(atoms: Atoms) -> Atoms:
         cell=atoms.get_cell(),
         pbc=atoms.get_pbc(),
     )
-    for key in ("charge", "spin"):
-        if key in atoms.info:
-            out.info[key] = atoms.info[key]
-    return out
+    return copy_charge_spin(atoms, out)
 
 
 def max_force(forces: np.ndarray) -> float:

@@ -1,16 +1,16 @@
 """Single-structure properties from a HIP: energy, forces, frequencies, normal modes.
 
 Functions for animating normal modes (:func:`mode_trajectory`, :func:`normal_mode_trajectory`,
-:func:`write_mode_trajectories`) and drawing a stick spectrum (:func:`plot_spectrum`), and the
-``hip predict`` and ``hip vib`` commands built on them. Frequencies are the Eckart-projected
-ones of :func:`hip_head.vibrations.vibrational_analysis` (cm⁻¹, imaginary ones negative);
-modes are indexed from 0 in ascending order of frequency, so imaginary modes come first.
+:func:`write_mode_trajectories`), drawing a stick spectrum (:func:`plot_spectrum`) and
+reporting one structure (:func:`predict_properties`, :func:`frequency_table`); the ``hip
+predict`` and ``hip vib`` commands built on them are in :mod:`hip_head.chem.analysis_commands`.
+Frequencies are the Eckart-projected ones of :func:`hip_head.vibrations.vibrational_analysis`
+(cm⁻¹, imaginary ones negative); modes are indexed from 0 in ascending order of frequency, so
+imaginary modes come first.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,21 +19,11 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from hip_head.chem._common import (
-    ChemistryError,
-    add_model_argument,
-    model_from_argument,
-    parse_command_args,
-    read_structure,
-    run_command,
-)
-from hip_head.chem.thermo import stationary_warning
+from hip_head.errors import InvalidArgumentError
 from hip_head.vibrations import VibrationalAnalysis, vibrational_analysis
 
 __all__ = [
     "frequency_table",
-    "main_predict",
-    "main_vib",
     "mode_trajectory",
     "normal_mode_trajectory",
     "plot_spectrum",
@@ -66,12 +56,14 @@ def mode_trajectory(
     """
     mode = np.asarray(mode, dtype=np.float64)
     if mode.shape != (len(atoms), 3):
-        raise ValueError(f"mode must be ({len(atoms)}, 3), got {mode.shape}")
+        raise InvalidArgumentError(f"mode must be ({len(atoms)}, 3), got {mode.shape}")
     if not amplitude_A > 0 or frames < 2:
-        raise ValueError(f"need amplitude_A > 0 and frames >= 2, got {amplitude_A}, {frames}")
+        raise InvalidArgumentError(
+            f"need amplitude_A > 0 and frames >= 2, got {amplitude_A}, {frames}"
+        )
     largest = float(np.linalg.norm(mode, axis=1).max())
     if largest == 0.0:
-        raise ValueError("the mode is zero")
+        raise InvalidArgumentError("the mode is zero")
     step = mode * (amplitude_A / largest)
     images = []
     for k in range(frames):
@@ -220,57 +212,6 @@ def predict_properties(atoms: Atoms, model: Any) -> dict[str, Any]:
     }
 
 
-def _saddle_label(index: int) -> str:
-    return {0: "minimum", 1: "transition state"}.get(index, f"order-{index} saddle point")
-
-
-def _print_properties(path: str, model: str, props: dict[str, Any]) -> None:
-    print(f"{path}: {props['formula']}, {props['n_atoms']} atoms, model {model}")
-    print(f"{'energy':<14} {props['energy_eV']:14.6f} eV")
-    print(f"{'max |force|':<14} {props['max_force_eV_per_A']:14.6f} eV/Å")
-    print(f"{'ZPE':<14} {props['zpe_eV']:14.6f} eV")
-    index = props["saddle_index"]
-    print(f"{'saddle index':<14} {index:14d}   ({_saddle_label(index)})")
-    print(f"{'wall time':<14} {props['wall_time_s']:14.3f} s (energy, forces, Hessian; one call)")
-    freqs = " ".join(f"{f:.1f}" for f in props["frequencies_cm1"])
-    print(f"frequencies (cm^-1, imaginary negative): {freqs or 'none (one atom)'}")
-
-
-def _predict_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hip predict",
-        description="Energy, forces, harmonic frequencies, ZPE and saddle index of a structure.",
-    )
-    parser.add_argument("structure", help="the structure (any ASE format; last frame)")
-    add_model_argument(parser)
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    return parser
-
-
-def main_predict(argv: Sequence[str] | None = None) -> int:
-    """The ``hip predict STRUCTURE [--model M] [--json]`` command.
-
-    Returns:
-        0 on success, 2 on an error (one line on stderr).
-    """
-    args = parse_command_args(_predict_parser(), argv)
-    if isinstance(args, int):
-        return args
-
-    def body() -> int:
-        atoms = read_structure(args.structure)
-        props = predict_properties(atoms, model_from_argument(args))
-        if args.json:
-            print(json.dumps({"file": args.structure, "model": args.model, **props}, indent=1))
-        else:
-            stationary_warning("hip predict", "structure", props["max_force_eV_per_A"])
-            _print_properties(args.structure, args.model, props)
-        return 0
-
-    return run_command("hip predict", body)
-
-
-# ----------------------------------------------------------------------------- vib
 def frequency_table(vib: VibrationalAnalysis) -> str:
     """Text table of the modes: index (from 0), frequency (cm⁻¹), imaginary marker."""
     lines = [f"{'mode':>4}  {'cm^-1':>10}"]
@@ -278,60 +219,3 @@ def frequency_table(vib: VibrationalAnalysis) -> str:
         mark = "  imaginary" if f < -vib.threshold_cm1 else ""
         lines.append(f"{i:4d}  {f:10.1f}{mark}")
     return "\n".join(lines)
-
-
-def _vib_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hip vib",
-        description="Harmonic frequencies of a structure; every normal mode written as an ASE "
-        "trajectory (view with `ase gui DIR/mode_00.traj`).",
-    )
-    parser.add_argument("structure", help="the structure (any ASE format; last frame)")
-    add_model_argument(parser)
-    parser.add_argument(
-        "--out", default=None, help="directory for mode_XX.traj (default: STRUCTURE_modes)"
-    )
-    parser.add_argument("--plot", action="store_true", help="also write OUT/spectrum.png")
-    parser.add_argument("--amplitude", type=float, default=0.3, help="largest displacement, Å")
-    parser.add_argument("--frames", type=int, default=20, help="frames per mode trajectory")
-    return parser
-
-
-def main_vib(argv: Sequence[str] | None = None) -> int:
-    """The ``hip vib STRUCTURE [--model M] [--out DIR] [--plot]`` command.
-
-    Prints the frequency table and writes ``DIR/mode_XX.traj`` for each mode and, with
-    ``--plot``, ``DIR/spectrum.png``.
-
-    Returns:
-        0 on success, 2 on an error (one line on stderr).
-    """
-    args = parse_command_args(_vib_parser(), argv)
-    if isinstance(args, int):
-        return args
-
-    def body() -> int:
-        if not args.amplitude > 0 or args.frames < 2:
-            raise ChemistryError("--amplitude must be positive and --frames at least 2")
-        atoms = read_structure(args.structure)
-        out = model_from_argument(args).predict(atoms)
-        stationary_warning("hip vib", "structure", float(np.abs(out["forces"]).max()))
-        vib = vibrational_analysis(out["hessian"], atoms)
-        out_dir = Path(args.out or f"{Path(args.structure).stem}_modes")
-        print(
-            f"{args.structure}: {atoms.get_chemical_formula()}, {vib.n_modes} modes, "
-            f"saddle index {vib.n_imaginary}, ZPE {vib.zero_point_energy:.4f} eV"
-        )
-        print(frequency_table(vib))
-        paths = write_mode_trajectories(atoms, vib, out_dir, args.amplitude, args.frames)
-        print(f"wrote {len(paths)} mode trajectories to {out_dir}/ (ase gui {out_dir}/mode_*.traj)")
-        if args.plot:
-            png = plot_spectrum(
-                vib.frequencies_cm1,
-                out_dir / "spectrum.png",
-                title=f"{atoms.get_chemical_formula()} ({args.structure})",
-            )
-            print(f"wrote {png}")
-        return 0
-
-    return run_command("hip vib", body)

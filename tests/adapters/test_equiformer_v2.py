@@ -17,9 +17,9 @@ pytest.importorskip("torch_scatter")  # imported by fairchem 1.x, not declared b
 
 import hip_head  # noqa: E402
 from hip_head._e3nn import o3  # noqa: E402
+from hip_head.adapters import default_dtype  # noqa: E402
 from hip_head.adapters.equiformer_v2 import (  # noqa: E402
     EquiformerV2Adapter,
-    _default_dtype,
     make_random_equiformer_v2,
 )
 from hip_head.graph import AtomicGraph  # noqa: E402
@@ -61,7 +61,7 @@ def crystal(seed: int = 0, cell=(4.5, 4.75, 6.0), n: int = 3) -> ase.Atoms:
 
 def model_energy(adapter: EquiformerV2Adapter, graph: AtomicGraph, positions) -> torch.Tensor:
     """[B] energy of the unmodified model (its own graph, frames and heads)."""
-    with torch.no_grad(), _default_dtype(positions.dtype):
+    with torch.no_grad(), default_dtype(positions.dtype):
         return adapter._energy(adapter.backbone, adapter._batch(graph, positions)[0])
 
 
@@ -119,7 +119,7 @@ def test_energy_is_the_model_s_and_forces_are_its_exact_gradient(model):
     assert float(forces.abs().max()) > 1e-4
     # autograd through the bare model misses the (detached) frames: not the forces
     positions = graph.positions.clone().requires_grad_(True)
-    with _default_dtype(torch.float64):
+    with default_dtype(torch.float64):
         bare = adapter._energy(model, adapter._batch(graph, positions)[0])
     bare_forces = -torch.autograd.grad(bare.sum(), positions)[0]
     assert float((bare_forces[first] - reference).abs().max()) > 1e-7
@@ -129,7 +129,7 @@ def test_direct_forces_are_the_model_s_force_head(model):
     graph = molecules_graph()
     adapter = EquiformerV2Adapter(model)
     direct = adapter.direct_forces(graph)
-    with torch.no_grad(), _default_dtype(torch.float64):
+    with torch.no_grad(), default_dtype(torch.float64):
         out = model(adapter._batch(graph, graph.positions)[0])
     torch.testing.assert_close(direct, out["forces"]["forces"], rtol=1e-12, atol=1e-14)
     rotation = o3().rand_matrix(dtype=torch.float64)
@@ -162,7 +162,7 @@ def test_periodic_cells(model):
     atoms = crystal()
     graph = AtomicGraph.from_ase(atoms, dtype=torch.float64)
     adapter = EquiformerV2Adapter(model)
-    with _default_dtype(torch.float64):
+    with default_dtype(torch.float64):
         vectors = adapter._prepare(graph, graph.positions)[1].edge_distance_vec
     along_y = (vectors[:, 1].abs() / vectors.norm(dim=-1) > 1 - 1e-12).sum()
     assert along_y > 0  # self-images along ±y: differentiating fairchem's angles gives NaN
@@ -191,7 +191,7 @@ def test_max_neighbors_truncation_is_the_model_s(model):
     dense = crystal(seed=1, cell=(3.5, 3.75, 4.0), n=4)  # ~45 neighbours within 5 Å, 20 kept
     graph = AtomicGraph.from_ase(dense, dtype=torch.float64)
     adapter = EquiformerV2Adapter(model)
-    with _default_dtype(torch.float64):
+    with default_dtype(torch.float64):
         edges = adapter._prepare(graph, graph.positions)[1]
     assert (torch.bincount(edges.edge_index[1]) == 20).all()  # truncated to max_neighbors
     with torch.no_grad():
@@ -215,7 +215,7 @@ def test_monolithic_equiformer_v2():
         lambda p: model_energy(adapter, graph, p), graph.positions
     )[:3]
     torch.testing.assert_close(forces[:3], reference, rtol=0, atol=1e-8)
-    with torch.no_grad(), _default_dtype(torch.float64):
+    with torch.no_grad(), default_dtype(torch.float64):
         own = model(adapter._batch(graph, graph.positions)[0])["forces"]
     torch.testing.assert_close(adapter.direct_forces(graph), own, rtol=1e-12, atol=1e-14)
 
@@ -234,3 +234,13 @@ def test_head_is_picklable_under_scripted_e3nn_defaults():
     copy.deepcopy(head)
     torch.save(head, io.BytesIO())
     assert e3nn.get_optimization_defaults().get("jit_mode") == mode  # restored
+
+
+def test_make_random_equiformer_v2_leaves_the_global_rng_and_dtype_alone():
+    rng, dtype = torch.get_rng_state(), torch.get_default_dtype()
+    options = dict(sphere_channels=4, hidden_channels=8, num_layers=1, seed=5)
+    first = make_random_equiformer_v2(**options)
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_default_dtype() == dtype
+    second = make_random_equiformer_v2(**options)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)  # the seed alone decides the weights

@@ -24,7 +24,6 @@ from hip_head.graph import AtomicGraph
 
 pytest.importorskip("mace")
 
-import hip_head.adapters.mace as mace_adapter  # noqa: E402
 from hip_head.adapters.mace import MACEAdapter, make_random_mace  # noqa: E402
 
 pytestmark = pytest.mark.mace
@@ -212,14 +211,24 @@ def test_mixed_periodic_and_molecular_batch(model, periodic):
     torch.testing.assert_close(forces, ref_forces, atol=1e-10, rtol=0)
 
 
-def test_cell_list_and_dense_neighbour_search_agree(model, molecules, monkeypatch):
-    adapter = MACEAdapter(model)
-    graph = graph_of(molecules)
-    dense = adapter.input_dict(graph)["edge_index"]
-    monkeypatch.setattr(mace_adapter, "DENSE_EDGE_MAX_ATOMS", 0)  # force matscipy/ASE
-    sparse = adapter.input_dict(graph)["edge_index"]
-    assert set(map(tuple, dense.T.tolist())) == set(map(tuple, sparse.T.tolist()))
-    assert dense.shape == sparse.shape
+@pytest.mark.parametrize("which", ["molecules", "periodic"])
+def test_edges_are_mace_s_own_neighbourhood(model, which, request):
+    """Same directed edges and unit shifts as mace.data.neighborhood.get_neighborhood."""
+    from mace.data.neighborhood import get_neighborhood
+
+    structures = request.getfixturevalue(which)
+    data = MACEAdapter(model).input_dict(graph_of(structures))
+    edges = set(zip(*data["edge_index"].tolist(), map(tuple, data["unit_shifts"].long().tolist())))
+    expected, offset = set(), 0
+    for atoms in structures:
+        cell = np.array(atoms.cell.array) if atoms.pbc.any() else None
+        index, _, unit, _ = get_neighborhood(
+            atoms.positions, float(model.r_max), pbc=tuple(atoms.pbc), cell=cell
+        )
+        expected |= {(int(i) + offset, int(j) + offset, tuple(s)) for i, j, s in zip(*index, unit)}
+        offset += len(atoms)
+    assert edges == expected
+    assert data["edge_index"].shape[1] == len(expected)  # and no edge twice
 
 
 def test_saved_foundation_model_round_trip(model, molecules, tmp_path):
@@ -333,3 +342,12 @@ def test_unknown_element_is_named(model):
         adapter(graph_of(atoms))
     with pytest.raises(UnsupportedElementError, match="Fe"):
         adapter.native_energy_forces(graph_of(atoms))
+
+
+def test_make_random_mace_leaves_the_global_rng_and_dtype_alone():
+    rng, dtype = torch.get_rng_state(), torch.get_default_dtype()
+    first = make_random_mace(hidden_lmax=1, seed=5, **TINY)
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_default_dtype() == dtype
+    second = make_random_mace(hidden_lmax=1, seed=5, **TINY)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)  # the seed alone decides the weights

@@ -11,11 +11,12 @@ from torch import nn
 
 import hip_head
 from hip_head._e3nn import float64_default
+from hip_head.adapters import neighbor_edges
 from hip_head.adapters.torch_geometric import (
+    RadiusDistance,
     RadiusGraph,
     SchNetAdapter,
     ViSNetAdapter,
-    radius_pairs,
 )
 from hip_head.graph import AtomicGraph
 from tests.adapters.kit_checks import assert_passes_the_kit
@@ -136,12 +137,18 @@ def test_custom_schnet_interaction_graph_runs_bare_and_is_used_as_is():
     torch.testing.assert_close(energy, bare, rtol=1e-12, atol=1e-12)
 
 
-def test_radius_pairs_warns_beyond_max_num_neighbors():
+def test_neighbour_search_warns_beyond_max_num_neighbors():
     pos = torch.randn(6, 3, dtype=torch.float64) * 0.1
     batch = torch.zeros(6, dtype=torch.long)
-    with pytest.warns(UserWarning, match="max_num_neighbors"):
-        edges = radius_pairs(pos, batch, 5.0, max_num_neighbors=2)
+    with pytest.warns(UserWarning, match="max_num_neighbors=2"):
+        edges, _ = neighbor_edges(pos, batch, 5.0, max_neighbors=2, limit_name="max_num_neighbors")
     assert edges.shape == (2, 30)
+    with pytest.warns(UserWarning, match="max_num_neighbors=2"):
+        index, distance, vectors = RadiusDistance(5.0, max_num_neighbors=2)(pos, batch)
+    assert index.shape == (2, 36)  # self-loops included, as ViSNet's default
+    loops = index[0] == index[1]
+    assert int(loops.sum()) == 6 and bool((distance[loops] == 0).all())
+    torch.testing.assert_close(vectors, pos[index[0]] - pos[index[1]])
 
 
 def test_schnet_dipole_model_is_refused():

@@ -59,3 +59,12 @@ def test_energy_and_forces_equal_the_model(model):
 def test_l1_and_l2_features_rotate_with_e3nn_wigner_d(model):
     """The layout conversion is derived: features must rotate by e3nn's D of each l."""
     assert_features_rotate_with_e3nn(UMAAdapter(model), molecules_graph())
+
+
+def test_make_random_uma_leaves_the_global_rng_and_dtype_alone():
+    rng, dtype = torch.get_rng_state(), torch.get_default_dtype()
+    first = make_random_uma(sphere_channels=4, hidden_channels=4, num_layers=1, seed=5)
+    assert torch.equal(torch.get_rng_state(), rng) and torch.get_default_dtype() == dtype
+    second = make_random_uma(sphere_channels=4, hidden_channels=4, num_layers=1, seed=5)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        assert torch.equal(a, b)  # the seed alone decides the weights

@@ -13,8 +13,9 @@ pytest.importorskip("sella")
 pytest.importorskip("tblite")
 
 from hip_head.chem._common import ChemistryError  # noqa: E402
-from hip_head.chem.irc import irc, main_irc, plot_profile  # noqa: E402
+from hip_head.chem.irc import irc, plot_profile  # noqa: E402
 from hip_head.chem.potentials import XTBPotential  # noqa: E402
+from hip_head.chem.search_commands import main_irc  # noqa: E402
 from hip_head.chem.ts import connects, find_ts  # noqa: E402
 
 pytestmark = pytest.mark.chem

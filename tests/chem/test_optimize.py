@@ -11,8 +11,9 @@ from ase.build import molecule
 pytest.importorskip("sella")
 
 from hip_head.chem._common import ChemistryError  # noqa: E402
-from hip_head.chem.optimize import OPT_METHODS, main_opt, optimize  # noqa: E402
+from hip_head.chem.optimize import OPT_METHODS, optimize  # noqa: E402
 from hip_head.chem.potentials import MeteredPotential, XTBPotential, as_potential  # noqa: E402
+from hip_head.chem.search_commands import main_opt  # noqa: E402
 
 pytestmark = pytest.mark.chem
 

@@ -10,11 +10,10 @@ from ase import Atoms, units
 from ase.build import molecule
 from ase.io import read, write
 
-from hip_head.chem import properties
+from hip_head.chem import analysis_commands
+from hip_head.chem.analysis_commands import main_predict, main_vib
 from hip_head.chem.properties import (
     frequency_table,
-    main_predict,
-    main_vib,
     mode_trajectory,
     normal_mode_trajectory,
     plot_spectrum,
@@ -97,7 +96,7 @@ def fake_model(ch4_ts, monkeypatch):
     """``--model`` resolves to a stand-in that knows the synthetic CH4 saddle."""
     ch4, h = ch4_ts
     model = TableModel([(ch4, -24.0, h)])
-    monkeypatch.setattr(properties, "model_from_argument", lambda args: model)
+    monkeypatch.setattr(analysis_commands, "model_from_argument", lambda args: model)
     return ch4
 
 

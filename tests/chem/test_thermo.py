@@ -16,14 +16,14 @@ from ase.build import molecule
 from ase.io import write
 from ase.thermochemistry import IdealGasThermo
 
-from hip_head.chem import thermo as thermo_module
+from hip_head.chem import analysis_commands
 from hip_head.chem._common import ChemistryError
+from hip_head.chem.analysis_commands import main_rate
 from hip_head.chem.thermo import (
     EV_PER_KCAL_MOL,
     ThermoResult,
     eyring_rate,
     free_energy_barrier,
-    main_rate,
     rate,
     thermo,
 )
@@ -341,7 +341,7 @@ def rate_files(reaction, tmp_path, monkeypatch):
     reactant, ts, model = reaction
     write(tmp_path / "r.xyz", reactant)
     write(tmp_path / "ts.xyz", ts)
-    monkeypatch.setattr(thermo_module, "model_from_argument", lambda args: model)
+    monkeypatch.setattr(analysis_commands, "model_from_argument", lambda args: model)
     return tmp_path / "r.xyz", tmp_path / "ts.xyz"
 
 

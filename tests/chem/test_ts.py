@@ -20,7 +20,8 @@ from hip_head.chem._common import ChemistryError  # noqa: E402
 from hip_head.chem.optimize import optimize  # noqa: E402
 from hip_head.chem.paths import interpolate, rmsd  # noqa: E402
 from hip_head.chem.potentials import XTBPotential  # noqa: E402
-from hip_head.chem.ts import connects, find_ts, main_ts  # noqa: E402
+from hip_head.chem.search_commands import main_ts  # noqa: E402
+from hip_head.chem.ts import connects, find_ts  # noqa: E402
 
 pytestmark = pytest.mark.chem
 

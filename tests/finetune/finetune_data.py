@@ -68,8 +68,10 @@ def write_morse_db(
 
 
 def save_tiny_mace(path: Path, dtype: torch.dtype = torch.float64) -> Path:
-    """A small random ScaleShiftMACE saved the way MACE saves models (whole module)."""
+    """A small random ScaleShiftMACE in hip-head's safe backbone format (opens without trust;
+    ``torch.save(model)`` pickles, as MACE distributes them, need ``model.trust``)."""
     from hip_head.adapters.mace import make_random_mace
+    from hip_head.serialization import save_backbone
 
-    torch.save(make_random_mace(channels=8, max_ell=2, correlation=2, dtype=dtype), path)
+    save_backbone(make_random_mace(channels=8, max_ell=2, correlation=2, dtype=dtype), path)
     return path

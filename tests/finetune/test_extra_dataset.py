@@ -12,8 +12,7 @@ import pytest
 
 from hip_head.assets import dataset_path
 from hip_head.finetune.config import DataConfig
-from hip_head.finetune.data import AseDbDataset
-from hip_head.finetune.module import open_source
+from hip_head.finetune.data import AseDbDataset, open_source
 from hip_head.vibrations import vibrational_analysis
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"

@@ -19,12 +19,12 @@ pytest.importorskip("mace")
 import hip_head  # noqa: E402
 from hip_head import AtomicGraph  # noqa: E402
 from hip_head.finetune.config import ConfigError, FinetuneConfig, load_config  # noqa: E402
+from hip_head.finetune.data.sampler import EpochBatchSampler, _DataPosition  # noqa: E402
+from hip_head.finetune.losses import LossBatch, LossTerm, register_loss  # noqa: E402
 from hip_head.finetune.module import (  # noqa: E402
     BatchTooLargeError,
-    EpochBatchSampler,
     ParameterEMA,
     TrainingDivergedError,
-    _DataPosition,
 )
 from tests.finetune.finetune_data import save_tiny_mace, write_morse_db  # noqa: E402
 
@@ -189,7 +189,7 @@ def test_head_training_lowers_hessian_error(assets, tmp_path):
 
 def test_block_scale_auto_is_the_train_labels_rms(assets, tmp_path):
     from hip_head.finetune.data import hessian_rms
-    from hip_head.finetune.module import HessianDataModule
+    from hip_head.finetune.datamodule import HessianDataModule
     from hip_head.finetune.train import build_model
 
     config = tiny_config(assets, tmp_path / "scale", model={"head": {"block_scale": "auto"}})
@@ -259,8 +259,39 @@ def test_autograd_baseline_trains_the_backbone_hessian(assets, tmp_path):
     assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("readout."))
 
 
+@register_loss("hessian_diagonal_test")
+class HessianDiagonalMAE(LossTerm):
+    """MAE of the Hessians' diagonals only, eV/Å² (registered by this test module alone)."""
+
+    keys = ("hessian",)
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        from hip_head.assemble import split_flat
+
+        pred = split_flat(batch.pred["hessian"], batch.atoms_per_graph)
+        target = split_flat(batch.target["hessian"], batch.atoms_per_graph)
+        diffs = [(p.diagonal() - t.diagonal()).abs() for p, t in zip(pred, target)]
+        return torch.cat(diffs).mean()
+
+
+def test_a_registered_loss_term_trains_from_a_yaml_config(assets, tmp_path):
+    import yaml
+
+    from hip_head.finetune.train import run_finetune
+
+    raw = tiny_config(assets, tmp_path / "run").to_dict()
+    raw["loss"].update(hessian=0.0, terms={"hessian_diagonal_test": {"weight": 3.0}})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_finetune(load_config(path, ["train.max_steps=3"]))
+    assert result.global_step == 3
+    csv = (tmp_path / "run" / "logs" / "csv" / "metrics.csv").read_text()
+    header = csv.splitlines()[0].split(",")
+    assert "train/hessian_diagonal_test" in header and "train/hessian" not in header
+
+
 def test_without_val_split_molecules_are_held_out(assets, tmp_path):
-    from hip_head.finetune.module import HessianDataModule
+    from hip_head.finetune.datamodule import HessianDataModule
 
     config = tiny_config(assets, tmp_path / "x", data={"train": [str(assets["db_nosplit"])]})
     dm = HessianDataModule(config.data)
@@ -352,6 +383,14 @@ def _cli_args(assets, out: Path, steps: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _logged_steps(path: Path) -> list[int]:
+    """Steps of the training rows of a Lightning metrics.csv."""
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    header = rows[0]
+    step, loss = header.index("step"), header.index("train/total")
+    return [int(row[step]) for row in rows[1:] if len(row) > loss and row[loss]]
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(assets, tmp_path):
     """A run killed with SIGKILL and resumed ends with the same weights as one never killed:
@@ -392,6 +431,13 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(assets, tmp_path):
     assert resumed.returncode == 0, out_resumed
     assert f"done: {steps} steps" in out_resumed
 
+    # every attempt keeps its own metrics: the killed one's rows up to its last log interval
+    logs = tmp_path / "killed/logs"
+    first = _logged_steps(logs / "csv/metrics.csv")
+    second = _logged_steps(logs / "csv_resume1/metrics.csv")
+    assert first and max(first) >= step_at_kill - 10, (first, step_at_kill)
+    assert second and max(second) >= steps - 10 and min(second) >= step_at_kill - 1
+
     a = hip_head.load(tmp_path / "full/hip_model.pt")
     b = hip_head.load(tmp_path / "killed/hip_model.pt")
     for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
@@ -416,8 +462,7 @@ def test_ddp_two_cpu_processes_gloo(assets, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # torchrun's workers too: nothing left running
         pytest.fail(f"DDP run timed out: {proc.communicate()[0][-4000:]}")
     assert proc.returncode == 0, out[-4000:]
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in out, out[-4000:]
-    assert "done: 4 steps" in out
+    assert "done: 4 steps in" in out and "on 2 processes" in out, out[-4000:]
     import hip_head
 
     model = hip_head.load(tmp_path / "ddp/hip_model.pt")

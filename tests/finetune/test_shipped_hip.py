@@ -37,8 +37,8 @@ def test_loads_and_predicts_a_symmetric_hessian(hip):
 
 def test_scores_on_held_out_reactions(hip):
     from hip_head.finetune.config import DataConfig
+    from hip_head.finetune.data import open_source
     from hip_head.finetune.evaluate import evaluate_hessians, stratified_subset
-    from hip_head.finetune.module import open_source
 
     source = open_source("reactions", DataConfig())
     rows = [i for i, s in enumerate(source.column("split")) if s == "test"]
