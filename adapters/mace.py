@@ -30,6 +30,7 @@ from torch import nn
 from hip_head._e3nn import o3
 from hip_head.errors import InvalidArgumentError
 from hip_head.graph import AtomicGraph
+from hip_head.quiet import quiet_model_loading
 
 from ._common import FeatureTap, default_dtype, module_view, neighbor_edges, seeded
 from .base import (
@@ -418,7 +419,8 @@ def make_random_mace(
         radial_type="bessel",
         heads=None if heads is None else list(heads),
     )
-    with seeded(seed), default_dtype(dtype):  # e3nn constants exact in dtype; caller's RNG kept
+    # e3nn constants exact in dtype; the caller's RNG kept; e3nn's TorchScript warnings hidden
+    with seeded(seed), default_dtype(dtype), quiet_model_loading():
         if scale_shift:
             model = modules.ScaleShiftMACE(
                 atomic_inter_scale=[1.0] * num_heads if heads else 1.0,

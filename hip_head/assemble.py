@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hip_head.errors import DenseHessianTooLargeError
+from hip_head.errors import DenseHessianTooLargeError, InvalidArgumentError
 from hip_head.graph import AtomicGraph
 from hip_head.memory import available_memory_bytes
 from hip_head.readout import HessianBlocks
@@ -66,7 +66,7 @@ def split_flat(
     flat = flat.reshape(-1)
     expected = flat_hessian_size(counts)
     if flat.numel() != expected:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"flat Hessian has {flat.numel()} entries but structures of {counts} atoms need "
             f"sum (3N)^2 = {expected}"
         )

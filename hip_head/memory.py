@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hip_head.errors import HeadMemoryError
+from hip_head.errors import HeadMemoryError, InvalidArgumentError
 
 #: Fraction of the available memory the head may use when no budget is given.
 DEFAULT_MEMORY_FRACTION = 0.5
@@ -186,7 +186,7 @@ def plan_head_memory(
         ValueError: a budget that is not positive.
     """
     if memory_budget_gb is not None and not memory_budget_gb > 0:
-        raise ValueError(f"memory_budget_gb must be positive, got {memory_budget_gb!r}")
+        raise InvalidArgumentError(f"memory_budget_gb must be positive, got {memory_budget_gb!r}")
     itemsize = _itemsize(dtype)
     resident = (
         num_pairs * (RESIDENT_FLOATS_PER_PAIR * itemsize + RESIDENT_INDEX_BYTES_PER_PAIR)

@@ -18,6 +18,7 @@ from hip_head.assemble import (
     flat_hessian_size,
     split_flat,
 )
+from hip_head.errors import InvalidArgumentError
 from hip_head.graph import AtomicGraph, PairGraph, build_pair_graph
 from hip_head.quiet import quiet_model_loading
 from hip_head.readout import HessianReadout
@@ -48,7 +49,7 @@ class HIPModel(nn.Module):
     ) -> None:
         super().__init__()
         if hessian not in ("head", "autograd"):
-            raise ValueError(f"hessian must be 'head' or 'autograd', got {hessian!r}")
+            raise InvalidArgumentError(f"hessian must be 'head' or 'autograd', got {hessian!r}")
         self.adapter = adapter
         self.readout = readout
         self.hessian_method = hessian
@@ -124,17 +125,24 @@ class HIPModel(nn.Module):
                 (checked before it allocates per-pair tensors).
         """
         if hessian_output not in HESSIAN_OUTPUTS:
-            raise ValueError(f"hessian_output must be one of {HESSIAN_OUTPUTS}")
+            raise InvalidArgumentError(f"hessian_output must be one of {HESSIAN_OUTPUTS}")
         method = self.hessian_method if hessian is None else hessian
         if method not in ("head", "autograd"):
-            raise ValueError(f"hessian must be 'head' or 'autograd', got {method!r}")
+            raise InvalidArgumentError(f"hessian must be 'head' or 'autograd', got {method!r}")
         graph.validate()
+        if graph.positions.dtype != self.dtype:
+            raise InvalidArgumentError(
+                f"the graph's positions are {graph.positions.dtype} but the model is "
+                f"{self.dtype}: build the graph in the model's dtype "
+                f"(AtomicGraph.from_ase(atoms, dtype={self.dtype}) or graph.to(dtype=...)), or "
+                "use HIPModel.predict(atoms), which does it"
+            )
         self.adapter.check_elements(graph)
         if compute_hessian and hessian_output != "blocks":
             check_dense_fits(flat_hessian_size(graph.atoms_per_graph), self.dtype, self.device)
         if frozen_backbone:
             if compute_forces or (compute_hessian and method == "autograd"):
-                raise ValueError(
+                raise InvalidArgumentError(
                     "frozen_backbone=True runs the backbone without autograd: it gives no "
                     "forces and no autograd Hessian (pass compute_forces=False, hessian='head')"
                 )
@@ -277,7 +285,9 @@ class HIPModel(nn.Module):
         if hessian_output == "dense":
             return split_flat(flat, graph.atoms_per_graph)
         if hessian_output == "blocks":
-            raise ValueError("the autograd Hessian is dense; use hessian_output='flat' or 'dense'")
+            raise InvalidArgumentError(
+                "the autograd Hessian is dense; use hessian_output='flat' or 'dense'"
+            )
         return flat
 
     # ------------------------------------------------------------------ convenience

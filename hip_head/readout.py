@@ -50,6 +50,7 @@ from torch import nn
 
 from hip_head._e3nn import ExactConstantsMixin, float64_default, o3
 from hip_head.cartesian import BLOCK_IRREPS, SYMMETRIC_BLOCK_IRREPS, irreps_to_cartesian
+from hip_head.errors import InvalidArgumentError
 from hip_head.graph import AtomicGraph, PairGraph, build_pair_graph
 from hip_head.memory import HeadMemoryEstimate, plan_head_memory
 from hip_head.pair_interaction import PairInteraction, _RadialMLP  # noqa: F401 - class paths of pickled heads
@@ -96,6 +97,29 @@ class HessianBlocks:
         if self.diagonal.dtype == dtype and self.offdiagonal.dtype == dtype:
             return self
         return HessianBlocks(self.diagonal.to(dtype), self.offdiagonal.to(dtype), self.pairs)
+
+
+def _check_head_arguments(**values: Any) -> None:
+    """The head's numeric settings, each named in the error when out of range.
+
+    Raises:
+        InvalidArgumentError: a count below its minimum (``channels``, ``num_radial``,
+            ``radial_hidden`` >= 1, ``num_interactions`` >= 0), or a length / scale that is
+            not a positive number (``hessian_cutoff`` may be ``inf``: complete pair graphs).
+    """
+    minimum = {"channels": 1, "num_radial": 1, "radial_hidden": 1, "num_interactions": 0}
+    for name, low in minimum.items():
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name in ("hessian_cutoff", "avg_num_pairs", "block_scale"):
+        value = values[name]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        if not ok or (name != "hessian_cutoff" and not math.isfinite(value)):
+            raise InvalidArgumentError(
+                f"{name} must be a positive number, got {value!r}"
+                + (" (Å; inf: every pair)" if name == "hessian_cutoff" else "")
+            )
 
 
 class HessianReadout(ExactConstantsMixin, nn.Module):
@@ -147,15 +171,28 @@ class HessianReadout(ExactConstantsMixin, nn.Module):
         block_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        _check_head_arguments(
+            channels=channels,
+            hessian_cutoff=hessian_cutoff,
+            num_interactions=num_interactions,
+            num_radial=num_radial,
+            radial_hidden=radial_hidden,
+            avg_num_pairs=avg_num_pairs,
+            block_scale=block_scale,
+        )
         dtype = torch.get_default_dtype()
         with float64_default():  # e3nn constants built exactly; see ExactConstantsMixin
             if diagonal not in ("learned", "sum_rule"):
-                raise ValueError(f"diagonal must be 'learned' or 'sum_rule', got {diagonal!r}")
+                raise InvalidArgumentError(
+                    f"diagonal must be 'learned' or 'sum_rule', got {diagonal!r}"
+                )
             irreps_in = o3().Irreps(node_irreps).simplify()
             if not any(ir.l == 0 and ir.p == 1 for _, ir in irreps_in):
-                raise ValueError(f"node irreps {irreps_in} hold no 0e scalars; the head needs them")
+                raise InvalidArgumentError(
+                    f"node irreps {irreps_in} hold no 0e scalars; the head needs them"
+                )
             if hidden_irreps not in ("backbone", "full"):
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"hidden_irreps must be 'backbone' or 'full', got {hidden_irreps!r}"
                 )
             present = {str(ir) for _, ir in irreps_in if ir.l <= 2}

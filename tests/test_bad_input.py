@@ -173,3 +173,41 @@ def test_a_horm_lmdb_record_that_asks_for_os_system_is_refused_before_it_runs(tm
     with pytest.raises(HessianDataError, match="os.system|posix.system"):
         dataset[0]
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- the head and model
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("hessian_cutoff", float("nan")),
+        ("hessian_cutoff", 0.0),
+        ("hessian_cutoff", -1.0),
+        ("block_scale", float("nan")),
+        ("block_scale", 0.0),
+        ("channels", 0),
+        ("num_interactions", -1),
+        ("avg_num_pairs", float("inf")),
+    ],
+)
+def test_head_settings_out_of_range_are_named(option, value):
+    from hip_head import InvalidArgumentError, o3
+    from hip_head.readout import HessianReadout
+
+    with pytest.raises(InvalidArgumentError, match=option):
+        HessianReadout(o3.Irreps("4x0e + 2x1o"), **{option: value})
+
+
+def test_a_graph_in_another_dtype_than_the_model_is_a_clear_error():
+    import torch
+
+    from hip_head import HIPModel, InvalidArgumentError
+    from hip_head.readout import HessianReadout
+    from tests.toy_backbone import ToyAdapter, make_toy
+
+    adapter = ToyAdapter(make_toy().double())
+    model = HIPModel(adapter, HessianReadout(adapter.node_irreps, channels=4)).double()
+    graph = AtomicGraph.from_ase(molecule("H2O"), dtype=torch.float32)
+    with pytest.raises(InvalidArgumentError, match="float32 but the model is torch.float64"):
+        model(graph)
+    out = model.predict(molecule("H2O"))  # predict builds the graph in the model's dtype
+    assert np.isfinite(out["hessian"]).all()
