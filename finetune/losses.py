@@ -39,7 +39,7 @@ Hessian loss averages over all entries of the batch, so big molecules weigh ∝ 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -420,6 +420,7 @@ def total_loss(
     eigen_targets: EigenTargets | None = None,
     positions: torch.Tensor | None = None,
     atomic_numbers: torch.Tensor | None = None,
+    terms: Sequence[tuple[str, float, LossTerm]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the loss terms that ``weights`` switches on.
 
@@ -433,6 +434,8 @@ def total_loss(
             ``target["hessian"]`` (k = ``subspace_k``, in ``subspace_basis``) when None.
         positions: [N, 3] positions, Å (needed by the ``"vibrational"`` subspace basis).
         atomic_numbers: [N] atomic numbers (likewise).
+        terms: the terms of ``weights`` already built by :func:`build_loss_terms` (a training
+            loop builds them once, not per batch); None builds them here.
 
     Returns:
         (total scalar with grad, dict of the detached unweighted value of every term computed,
@@ -445,7 +448,8 @@ def total_loss(
     """
     config = weights if weights is not None else LossConfig()
     batch = LossBatch(pred, target, atoms_per_graph, positions, atomic_numbers, eigen_targets)
-    terms = build_loss_terms(config)
+    if terms is None:
+        terms = build_loss_terms(config)
     if not terms:
         raise InvalidArgumentError("every loss weight is 0: nothing to train")
     values: dict[str, tuple[float, torch.Tensor]] = {}

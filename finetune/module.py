@@ -200,9 +200,8 @@ class HIPLightningModule(pl.LightningModule):
             raise InvalidArgumentError("nothing to train: every parameter is frozen")
         self.loss_config = loss_for_run(config)
         #: Model outputs the loss terms read ("energy", "forces", "hessian", ...).
-        self.needed_outputs = {
-            key for _, _, term in build_loss_terms(self.loss_config) for key in term.keys
-        }
+        self.loss_terms = build_loss_terms(self.loss_config)
+        self.needed_outputs = {key for _, _, term in self.loss_terms for key in term.keys}
         self.ema = ParameterEMA(model, config.optim.ema_decay) if config.optim.ema_decay else None
         #: The data module's position (set by run_finetune): records the batches consumed.
         self.data_position: Any = None
@@ -277,6 +276,7 @@ class HIPLightningModule(pl.LightningModule):
             lo,
             positions=graph.positions,
             atomic_numbers=graph.atomic_numbers,
+            terms=self.loss_terms,
         )
 
     # -------------------------------------------------------------- steps

@@ -13,6 +13,7 @@ anything runs.
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import pickle
@@ -76,7 +77,7 @@ def _load_tensor_bytes(data: bytes) -> Any:
 
 #: The only globals a HORM record may name (besides torch_geometric classes).
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): __import__("collections").OrderedDict,
+    ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,

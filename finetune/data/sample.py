@@ -216,13 +216,15 @@ def validate_sample(
             problems.append(
                 f"Hessian has {h.size} entries but {n} atoms need (3N)^2 = {(3 * n) ** 2}"
             )
-        if not np.isfinite(h).all():
+        finite = bool(np.isfinite(h).all())
+        asymmetry = _relative_asymmetry(h, n) if finite and n and h.size == (3 * n) ** 2 else 0.0
+        if not finite:
             problems.append("Hessian contains NaN/inf")
-        elif h.size == (3 * n) ** 2 and n and _relative_asymmetry(h, n) > MAX_RELATIVE_ASYMMETRY:
+        elif asymmetry > MAX_RELATIVE_ASYMMETRY:
             problems.append(
-                f"Hessian is not symmetric: max |H - H^T| is {_relative_asymmetry(h, n):.2g} of "
-                f"max |H| (more than {MAX_RELATIVE_ASYMMETRY:g}; finite-difference labels are "
-                "~1e-3): wrong layout or not a Hessian?"
+                f"Hessian is not symmetric: max |H - H^T| is {asymmetry:.2g} of max |H| (more "
+                f"than {MAX_RELATIVE_ASYMMETRY:g}; finite-difference labels are ~1e-3): wrong "
+                "layout or not a Hessian?"
             )
         elif h.size and np.abs(h).max() > MAX_ABS_HESSIAN:
             problems.append(
