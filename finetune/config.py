@@ -98,6 +98,10 @@ class DataConfig:
         max_train_frames: use at most this many training frames (the first molecules in
             shuffled order); None: all.
         max_val_frames: the same for validation.
+        kind_repeats: oversampling of training frames by their ``kind`` tag (the shipped sets
+            tag frames ``ts``, ``irc``, ``minimum`` or ``thermal``): a frame of kind ``K``
+            appears ``kind_repeats[K]`` times per epoch (an integer >= 1); kinds not named,
+            and frames without a kind, appear once. Validation and test are never repeated.
         seed: seed of the splits and of the per-epoch shuffling.
     """
 
@@ -111,6 +115,7 @@ class DataConfig:
     on_error: Literal["raise", "skip"] = "raise"
     max_train_frames: int | None = None
     max_val_frames: int | None = None
+    kind_repeats: dict[str, int] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -313,6 +318,11 @@ class FinetuneConfig:
         ):
             if limit is not None and limit < 1:
                 raise ConfigError(f"{key} must be >= 1 or null (all frames), got {limit}")
+        for kind, repeats in d.kind_repeats.items():
+            if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+                raise ConfigError(
+                    f"data.kind_repeats.{kind} must be an integer >= 1, got {repeats!r}"
+                )
         if o.backbone_lr is not None and not o.backbone_lr > 0:
             raise ConfigError(f"optim.backbone_lr must be > 0 or null, got {o.backbone_lr}")
         _check_head_options(self.model.head)

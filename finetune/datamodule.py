@@ -18,7 +18,7 @@ from hip_head.errors import InvalidArgumentError
 from hip_head.finetune.config import DataConfig
 from hip_head.finetune.data.collate import HessianDataset, collate_hessian
 from hip_head.finetune.data.sampler import EpochBatchSampler, _DataPosition
-from hip_head.finetune.data.sources import _columns, _limit, _Subset, open_source
+from hip_head.finetune.data.sources import _columns, _limit, _Subset, open_source, repeat_by_kind
 from hip_head.finetune.data.splits import split_by_molecule
 
 __all__ = ["HessianDataModule"]
@@ -48,7 +48,7 @@ class HessianDataModule(pl.LightningDataModule):
         test_parts: list[Any] = []
         for path in c.train:
             source = open_source(path, c)
-            splits, keys = _columns(source)
+            splits, keys, kinds = _columns(source)
             has_split = any(s is not None for s in splits)
             if has_split:
                 tr = [i for i, s in enumerate(splits) if s == "train"]
@@ -57,7 +57,7 @@ class HessianDataModule(pl.LightningDataModule):
             else:
                 tr, va, te = list(range(len(source))), [], []
             tr = _limit(tr, keys, c.max_train_frames, c.seed)
-            train_parts.append((source, tr, keys))
+            train_parts.append((source, tr, keys, kinds))
             if not c.val:
                 val_parts.append(_Subset(source, _limit(va, keys, c.max_val_frames, c.seed)))
             if not c.test and te:
@@ -65,11 +65,11 @@ class HessianDataModule(pl.LightningDataModule):
         if not c.val and not any(len(v) for v in val_parts):
             # no validation rows anywhere: hold out val_fraction of the training molecules
             val_parts, new_train = [], []
-            for source, tr, keys in train_parts:
+            for source, tr, keys, kinds in train_parts:
                 keep, held = split_by_molecule(
                     [keys[i] for i in tr], (1 - c.val_fraction, c.val_fraction), seed=c.seed
                 )
-                new_train.append((source, [tr[i] for i in keep], keys))
+                new_train.append((source, [tr[i] for i in keep], keys, kinds))
                 held_idx = _limit([tr[i] for i in held], keys, c.max_val_frames, c.seed)
                 val_parts.append(_Subset(source, held_idx))
             train_parts = new_train
@@ -78,7 +78,12 @@ class HessianDataModule(pl.LightningDataModule):
         for path in c.test:
             test_parts.append(open_source(path, c))
         self.splits = {
-            "train": HessianDataset([_Subset(s, tr) for s, tr, _ in train_parts]),
+            "train": HessianDataset(
+                [
+                    _Subset(s, repeat_by_kind(tr, kinds, c.kind_repeats))
+                    for s, tr, _, kinds in train_parts
+                ]
+            ),
             "val": HessianDataset(val_parts),
             "test": HessianDataset(test_parts),
         }

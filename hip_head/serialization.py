@@ -143,7 +143,8 @@ def build_backbone(description: Mapping[str, Any], state: Mapping[str, torch.Ten
         MissingBackboneError: the backbone's library is not installed.
     """
     recipe = recipe_named(str(description["recipe"]))
-    objects = recipe.objects()
+    with quiet_model_loading():  # importing the library may print notices (mace's cuEq line)
+        objects = recipe.objects()
     name = str(description["class"])
     if name not in recipe.classes or name not in objects:
         raise NoSafeRecipeError(f"class {name!r} is not handled by the {recipe.name!r} recipe")

@@ -188,6 +188,22 @@ def test_backbone_round_trip_loads_without_trust(tmp_path):
     _assert_same(_outputs(a, atoms), _outputs(b, atoms))
 
 
+def test_loading_a_backbone_file_in_a_fresh_process_prints_nothing():
+    """Rebuilding a MACE backbone imports mace, which prints a notice; none reaches stdout."""
+    import subprocess
+    import sys
+
+    script = (
+        "from hip_head.serialization import load_model\n"
+        "from hip_head.assets import asset_path\n"
+        "load_model(asset_path('hip_pretrained.model'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout == "", done.stdout
+
+
 def test_convert_a_trusted_legacy_file(small_hip, tmp_path):
     legacy = tmp_path / "legacy.model"
     torch.save({"format": serialization.LEGACY_FORMAT, "model": small_hip}, legacy)

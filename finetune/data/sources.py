@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ from hip_head.finetune.data.splits import molecule_key
 if TYPE_CHECKING:
     from hip_head.finetune.config import DataConfig
 
-__all__ = ["SHIPPED_DATASETS", "default_dataset_path", "open_source"]
+__all__ = ["SHIPPED_DATASETS", "default_dataset_path", "open_source", "repeat_by_kind"]
 
 #: Names that :func:`open_source` resolves to shipped datasets (``hip_head/assets``).
 SHIPPED_DATASETS = {
@@ -74,8 +74,9 @@ def open_source(path: str, data: DataConfig) -> Any:
     )
 
 
-def _columns(source: Any) -> tuple[list[Any], list[str]]:
-    """Per-record ``split`` values and molecule keys of a reader, cheaply where possible."""
+def _columns(source: Any) -> tuple[list[Any], list[str], list[str | None]]:
+    """Per-record ``split`` values, molecule keys and ``kind`` tags of a reader, cheaply
+    where possible (an ASE database answers from its key-value columns)."""
     if isinstance(source, AseDbDataset):
         splits = source.column("split")
         molecules = source.column("molecule")
@@ -84,12 +85,36 @@ def _columns(source: Any) -> tuple[list[Any], list[str]]:
             molecules = [
                 m if m is not None else f for m, f in zip(molecules, formulas, strict=True)
             ]
-        return splits, [str(m) for m in molecules]
-    keys = []
+        kinds = [None if k is None else str(k) for k in source.column("kind")]
+        return splits, [str(m) for m in molecules], kinds
+    keys: list[str] = []
+    kinds: list[str | None] = []
     for i in range(len(source)):
         sample = source[i]
         keys.append(molecule_key(sample) if sample is not None else f"bad-{i}")
-    return [None] * len(source), keys
+        kind = sample.meta.get("kind") if sample is not None else None
+        kinds.append(None if kind is None else str(kind))
+    return [None] * len(source), keys, kinds
+
+
+def repeat_by_kind(
+    indices: Sequence[int], kinds: Sequence[str | None], repeats: Mapping[str, int]
+) -> list[int]:
+    """``indices`` with each one of kind ``K`` repeated ``repeats[K]`` times (others once).
+
+    Args:
+        indices: record indices into a reader.
+        kinds: the ``kind`` tag of every record of that reader (None: untagged).
+        repeats: kind -> copies per epoch (>= 1).
+
+    Returns:
+        The indices in their order, each followed by its extra copies.
+    """
+    out: list[int] = []
+    for i in indices:
+        kind = kinds[i]
+        out.extend([i] * (int(repeats.get(kind, 1)) if kind is not None else 1))
+    return out
 
 
 class _Subset(torch.utils.data.Dataset):

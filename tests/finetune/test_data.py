@@ -375,3 +375,42 @@ print(len(names), sorted(m for m in sys.modules if m.split(".")[0] in heavy))
     count, heavy = result.stdout.strip().split(" ", 1)
     assert int(count) >= 8  # sample, three formats, collate, splits, sources, sampler
     assert heavy == "[]", f"hip_head.finetune.data imported {heavy}"
+
+
+def test_kind_repeats_oversample_training_frames_only(samples, tmp_path):
+    from hip_head.finetune.config import ConfigError, DataConfig, FinetuneConfig
+    from hip_head.finetune.datamodule import HessianDataModule
+
+    kinds = ["ts", "minimum", "thermal"]
+    tagged = []
+    for i, (s, kind) in enumerate(zip(samples * 2, kinds * 2, strict=True)):
+        meta = dict(s.meta, kind=kind, molecule=f"m{i}")
+        tagged.append(
+            HessianSample(s.positions, s.numbers, s.energy, s.forces, s.hessian, meta=meta)
+        )
+    splits = ["train", "train", "train", "val", "val", "val"]
+    write_ase_db(
+        tagged,
+        tmp_path / "k.db",
+        key_value_pairs=lambda s: {"kind": s.meta["kind"], "molecule": s.meta["molecule"]},
+    )
+    # the split column: rows 1-3 train, 4-6 val
+    import ase.db
+
+    with ase.db.connect(tmp_path / "k.db") as db:
+        for row, split in zip(db.select(), splits, strict=True):
+            db.update(row.id, split=split)
+
+    def sizes(repeats):
+        dm = HessianDataModule(DataConfig(train=[str(tmp_path / "k.db")], kind_repeats=repeats))
+        dm.setup("fit")
+        train = [dm.splits["train"][i].meta["kind"] for i in range(len(dm.splits["train"]))]
+        return train, len(dm.splits["val"])
+
+    plain, val_plain = sizes({})
+    assert sorted(plain) == ["minimum", "thermal", "ts"]
+    repeated, val_repeated = sizes({"ts": 3, "thermal": 2, "irc": 5})
+    assert sorted(repeated) == ["minimum", "thermal", "thermal", "ts", "ts", "ts"]
+    assert val_repeated == val_plain == 3
+    with pytest.raises(ConfigError, match="data.kind_repeats.ts"):
+        FinetuneConfig.from_dict({"data": {"kind_repeats": {"ts": 0}}})
