@@ -6,6 +6,7 @@ molecules) through a runner of ``speed_isolation`` and returns the results writt
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -72,12 +73,30 @@ def skip_reason(
 
 def machine_info(settings: Settings) -> dict[str, Any]:
     """The shared machine description (:func:`hip_head.provenance.machine_description`) with the
-    backbone's package version, the run's dtype and device."""
+    backbone's package version, the run's dtype and device, the glibc allocator's settings from
+    the environment (``MALLOC_*``, ``{}`` when none) and the host memory available at the
+    start (GiB)."""
+    from hip_head.memory import available_memory_bytes
     from hip_head.provenance import machine_description
 
     packages = ["mace-torch", BACKBONES[settings.backbone]["package"]]
     info = machine_description(packages, device=settings.device)
-    return {**info, "dtype": settings.dtype, "device": settings.device}
+    return {
+        **info,
+        "dtype": settings.dtype,
+        "device": settings.device,
+        "malloc_environment": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "host_memory_available_gib_at_start": round(available_memory_bytes("cpu") / 2**30, 1),
+    }
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average of the machine (runnable processes, ours included), or None
+    where the OS does not report it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _log(message: str) -> None:
@@ -117,6 +136,7 @@ def _measure_row(
         reason = skip_reason(method, limit_atoms, settings, None if batch else last)
         if reason and batch:
             reason = f"largest molecule: {reason}"
+        load_before = _load_average()
         result = None if reason else runner.measure(structure, method)
         if result is not None and not result["ok"]:
             reason = result["error"]
@@ -132,6 +152,7 @@ def _measure_row(
         if result["peak_mb"] is None:
             skipped[f"{method}_peak_mb"] = "peak memory not measurable here"
         raw[method] = {k: v for k, v in result.items() if k not in ("ok", "ms")}
+        raw[method]["load_average_1min"] = [load_before, _load_average()]
         _log(f"{tag} {method:13s} {result['ms']:11.2f} ms   peak {fmt(result['peak_mb'])} MiB")
     for name, (num, den) in ratios_for(settings.backbone, batch).items():
         a, b = row[f"{num}_ms"], row[f"{den}_ms"]

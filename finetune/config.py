@@ -16,16 +16,13 @@ parsed as YAML (``true``, ``1e-3``, ``[a, b]``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hip_head.errors import HIPError
+from hip_head.finetune.config_schema import ConfigError, apply_overrides, build_section
 
 __all__ = [
     "ConfigError",
@@ -38,10 +35,6 @@ __all__ = [
     "apply_overrides",
     "load_config",
 ]
-
-
-class ConfigError(HIPError, ValueError):
-    """A configuration key is unknown or its value is invalid."""
 
 
 @dataclass
@@ -276,7 +269,7 @@ class FinetuneConfig:
         parts = {}
         for name, f in sections.items():
             section_cls = f.default_factory  # type: ignore[misc]
-            parts[name] = _build_section(name, section_cls, raw.get(name))  # type: ignore[arg-type]
+            parts[name] = build_section(name, section_cls, raw.get(name))  # type: ignore[arg-type]
         config = cls(**parts)
         config.check()
         return config
@@ -384,70 +377,6 @@ def _check_head_options(head: Mapping[str, Any]) -> None:
             )
 
 
-def _type_ok(value: Any, annotation: Any) -> bool:
-    """Whether ``value`` fits the (simple) type ``annotation``."""
-    if annotation is Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(annotation))
-    if origin is Literal:
-        return value in typing.get_args(annotation)
-    if annotation is type(None):
-        return value is None
-    if origin in (list, Sequence):
-        return isinstance(value, (list, tuple))
-    if origin in (dict, Mapping):
-        return isinstance(value, dict)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
-
-
-def _build_section(name: str, section_cls: type, raw: Any) -> Any:
-    if raw is None:
-        return section_cls()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"config section {name!r} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(section_cls)
-    fields = {f.name for f in dataclasses.fields(section_cls)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {[f'{name}.{k}' for k in unknown]}; "
-            f"allowed in {name!r}: {sorted(fields)}"
-        )
-    values = {}
-    for key, value in raw.items():
-        if name == "data" and key in ("train", "val", "test") and isinstance(value, str):
-            value = [value]  # a single file is a list of one
-        if isinstance(value, str) and _accepts_float(hints[key]):
-            with contextlib.suppress(ValueError):  # YAML 1.1 reads `1e-3` as a string
-                value = float(value)
-        if not _type_ok(value, hints[key]):
-            raise ConfigError(f"{name}.{key} = {value!r} is not a valid {_describe(hints[key])}")
-        values[key] = float(value) if _accepts_float(hints[key]) and value is not None else value
-    return section_cls(**values)
-
-
-def _accepts_float(annotation: Any) -> bool:
-    if annotation is float:
-        return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return float in typing.get_args(annotation)
-    return False
-
-
-def _describe(annotation: Any) -> str:
-    if typing.get_origin(annotation) is Literal:
-        return "choice among " + ", ".join(repr(a) for a in typing.get_args(annotation))
-    return str(annotation).replace("typing.", "")
-
-
 def load_config(
     path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
 ) -> FinetuneConfig:
@@ -477,38 +406,3 @@ def load_config(
         if not isinstance(raw, dict):
             raise ConfigError(f"{os.fspath(path)} must hold a mapping of sections")
     return FinetuneConfig.from_dict(apply_overrides(raw, overrides))
-
-
-def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``"section.key=value"`` overrides to a nested dict (a copy).
-
-    Deeper dotted names set nested mappings, e.g. ``loss.terms.my_term.weight=2``.
-
-    Raises:
-        ConfigError: an override without ``=``, without a ``section.key`` name, or through a
-            value that is not a mapping.
-    """
-    import copy
-
-    import yaml
-
-    out = copy.deepcopy(dict(raw))
-    for item in overrides:
-        name, sep, text = item.partition("=")
-        parts = name.strip().split(".")
-        if not sep or len(parts) < 2 or not all(parts):
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: bad value: {exc}") from exc
-        node = out
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                what = "section" if depth == 0 else "mapping"
-                raise ConfigError(f"override {item!r}: {where!r} is not a {what}")
-            node = child
-        node[parts[-1]] = value
-    return out

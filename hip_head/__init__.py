@@ -13,7 +13,9 @@ from torch import nn
 
 from hip_head import _e3nn  # applies the e3nn 0.4.4 import work-around first
 from hip_head.assemble import BlockSparseHessian, split_flat
+from hip_head.blocks import HessianBlocks
 from hip_head.errors import (
+    AdapterCheckError,
     ChemistryError,
     CloseContactWarning,
     DenseHessianTooLargeError,
@@ -30,7 +32,7 @@ from hip_head.errors import (
 )
 from hip_head.graph import AtomicGraph, PairGraph, build_pair_graph
 from hip_head.model import HIPModel, load
-from hip_head.readout import HessianBlocks, HessianReadout
+from hip_head.readout import HessianReadout
 
 __version__ = "0.1.0"
 
@@ -80,6 +82,7 @@ def wrap(
 
 
 __all__ = [
+    "AdapterCheckError",
     "AtomicGraph",
     "BlockSparseHessian",
     "ChemistryError",

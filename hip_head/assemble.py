@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hip_head.blocks import HessianBlocks
 from hip_head.errors import DenseHessianTooLargeError, InvalidArgumentError
 from hip_head.graph import AtomicGraph
 from hip_head.memory import available_memory_bytes
-from hip_head.readout import HessianBlocks
 
 #: Fraction of the available memory a dense Hessian may take before we refuse to allocate it.
 DENSE_MEMORY_FRACTION = 0.5
@@ -121,6 +121,11 @@ def _block_flat_index(
 def blocks_to_flat(blocks: HessianBlocks, graph: AtomicGraph, check_memory: bool = True):
     """Scatter blocks into the flat batch layout.
 
+    The flat tensor is allocated once, zero-filled, and the blocks are written into it in
+    place; nothing else of size (3N)² is made. For one structure the blocks go straight into
+    its (N, 3, N, 3) view (no index tensor per entry: extra memory O(N + P)); for a batch each
+    entry's flat position is computed ([K, 3, 3] int64 indices, K = N + P blocks).
+
     Args:
         blocks: head output (diagonal [N, 3, 3], off-diagonal [P, 3, 3]).
         graph: the batch the blocks belong to.
@@ -129,21 +134,28 @@ def blocks_to_flat(blocks: HessianBlocks, graph: AtomicGraph, check_memory: bool
     Returns:
         [Σ_g (3N_g)²] flat Hessian, eV/Å², differentiable w.r.t. the blocks.
     """
-    offsets = flat_offsets(graph.atoms_per_graph)
-    total = int(offsets[-1])
+    total = flat_hessian_size(graph.atoms_per_graph)
     values = blocks.diagonal
     if check_memory:
         check_dense_fits(total, values.dtype, values.device)
     diagonal, pair_index, offdiagonal = fold_images(blocks)
+    flat = values.new_zeros(total)
     atoms = torch.arange(graph.num_atoms, device=values.device)
-    index = [_block_flat_index(graph, atoms, atoms, offsets).reshape(-1)]
-    parts = [diagonal.reshape(-1)]
+    if graph.num_graphs == 1:
+        dense = flat.view(graph.num_atoms, 3, graph.num_atoms, 3)  # H[3a + α, 3b + β]
+        dense[atoms, :, atoms, :] = diagonal
+        if pair_index.shape[1]:
+            dense[pair_index[0], :, pair_index[1], :] = offdiagonal
+        return flat
+    offsets = flat_offsets(graph.atoms_per_graph)
+    flat.index_put_(
+        (_block_flat_index(graph, atoms, atoms, offsets).reshape(-1),), diagonal.reshape(-1)
+    )
     if pair_index.shape[1]:
         a, b = pair_index
-        index.append(_block_flat_index(graph, a, b, offsets).reshape(-1))
-        parts.append(offdiagonal.reshape(-1))
-    flat = values.new_zeros(total)
-    return flat.index_put((torch.cat(index),), torch.cat(parts))
+        index = _block_flat_index(graph, a, b, offsets).reshape(-1)
+        flat.index_put_((index,), offdiagonal.reshape(-1))
+    return flat
 
 
 def fold_images(blocks: HessianBlocks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -56,3 +56,22 @@ class CloseContactWarning(UserWarning):
 class HeadMemoryError(HIPError, MemoryError):
     """The Hessian head would not fit in memory (raised before it allocates); the message gives
     the estimate, the memory available and what to change."""
+
+
+class AdapterCheckError(HIPError, AssertionError):
+    """A property of the test kit failed (an ``AssertionError``, so pytest reports a failure).
+
+    The message starts with the property and the dtype (``"rotation equivariance [float32]"``)
+    and names the transformation applied (Q, t or the permutation) and every molecule involved
+    as an ``ase.Atoms(...)`` expression that rebuilds it exactly.
+
+    Attributes:
+        property_name: the failed property, one of :data:`hip_head.testing.PROPERTIES`.
+        relative: the largest error divided by the compared quantity's scale (None when the
+            failure is not a tolerance comparison).
+    """
+
+    def __init__(self, message: str, property_name: str = "", relative: float | None = None):
+        super().__init__(message)
+        self.property_name = property_name
+        self.relative = relative

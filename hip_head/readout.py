@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from hip_head._e3nn import ExactConstantsMixin, float64_default, o3
+from hip_head.blocks import HessianBlocks
 from hip_head.cartesian import BLOCK_IRREPS, SYMMETRIC_BLOCK_IRREPS, irreps_to_cartesian
 from hip_head.errors import InvalidArgumentError
 from hip_head.graph import AtomicGraph, PairGraph, build_pair_graph
@@ -72,31 +72,6 @@ _FULL_HIDDEN = ("0e", "1o", "1e", "2e")
 #: Evaluation plans of each head, by (diagonal mode[, dtype, device]): derived from the modules'
 #: structure, held outside the modules so that they are never pickled, saved or compared.
 _PLANS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
-
-
-@dataclass
-class HessianBlocks:
-    """The head's output: the non-zero 3x3 blocks of the Hessian, eV/Å².
-
-    Attributes:
-        diagonal: [N, 3, 3] symmetric on-site blocks H_aa.
-        offdiagonal: [P, 3, 3] blocks H_ab for each ordered pair (a, b) of ``pairs``;
-            ``offdiagonal[reverse[k]]`` is exactly ``offdiagonal[k]ᵀ``. In periodic cells
-            smaller than twice the cutoff, the blocks of the periodic images of one pair (and
-            of an atom with its own images) add up into the Hessian (see
-            :mod:`hip_head.assemble`).
-        pairs: the pair graph (indices [2, P], reverse [P], image shifts [P, 3]).
-    """
-
-    diagonal: torch.Tensor
-    offdiagonal: torch.Tensor
-    pairs: PairGraph
-
-    def to(self, dtype: torch.dtype) -> HessianBlocks:
-        """The same blocks in ``dtype`` (e.g. back to float32 after a bf16 autocast head)."""
-        if self.diagonal.dtype == dtype and self.offdiagonal.dtype == dtype:
-            return self
-        return HessianBlocks(self.diagonal.to(dtype), self.offdiagonal.to(dtype), self.pairs)
 
 
 def _check_head_arguments(**values: Any) -> None:

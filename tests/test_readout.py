@@ -11,6 +11,7 @@ from ase.build import molecule
 from hip_head import AtomicGraph, HessianReadout, build_pair_graph
 from hip_head._e3nn import o3
 from hip_head.assemble import BlockSparseHessian, blocks_to_flat, split_flat
+from hip_head.blocks import HessianBlocks
 from hip_head.cartesian import irreps_to_cartesian
 from tests.synthetic_features import IRREPS, synthetic_features
 
@@ -60,6 +61,38 @@ def test_batch_equals_single(head, small_molecules):
     for atoms, h in zip(small_molecules, batched):
         (single,) = hessians(head, [atoms])
         assert torch.allclose(single, h, atol=1e-12)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_flat_assembly_places_every_block_and_passes_gradients(head, small_molecules, batched):
+    """One structure is written through its (N, 3, N, 3) view, a batch through flat indices:
+    both must put block (a, b) at H[3a:3a+3, 3b:3b+3] (the block-sparse Hessian's dense form)
+    and route the gradient of each entry back to its block."""
+    molecules = small_molecules if batched else small_molecules[:1]
+    graph = AtomicGraph.from_ase(molecules, dtype=torch.float64)
+    computed = head(synthetic_features(graph), graph)
+    diagonal = computed.diagonal.detach().requires_grad_(True)
+    offdiagonal = computed.offdiagonal.detach().requires_grad_(True)
+    blocks = HessianBlocks(diagonal, offdiagonal, computed.pairs)
+    flat = blocks_to_flat(blocks, graph)
+    sparse = BlockSparseHessian.from_blocks(blocks, graph)
+    for g, h in enumerate(split_flat(flat.detach(), graph.atoms_per_graph)):
+        assert torch.equal(h, sparse.to_dense(g))
+        assert h.abs().max() > 1e-3
+    weights = torch.randn_like(flat)
+    (flat * weights).sum().backward()
+    a, b = computed.pairs.index
+    expected_off = torch.empty_like(offdiagonal)
+    expected_diag = torch.empty_like(diagonal)
+    for g, w in enumerate(split_flat(weights, graph.atoms_per_graph)):
+        start, n = int(graph.ptr[g]), int(graph.atoms_per_graph[g])
+        w4 = w.view(n, 3, n, 3)
+        local = torch.arange(n)
+        expected_diag[start : start + n] = w4[local, :, local, :]
+        mine = graph.batch[a] == g
+        expected_off[mine] = w4[a[mine] - start, :, b[mine] - start, :]
+    assert torch.equal(offdiagonal.grad, expected_off)
+    assert torch.equal(diagonal.grad, expected_diag)
 
 
 def test_blocks_beyond_cutoff_are_exactly_zero_and_vanish_smoothly():

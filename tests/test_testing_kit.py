@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
+import ase
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from ase.build import molecule
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hip_head
 from hip_head.adapters import BackboneOutput
-from hip_head.graph import AtomicGraph
+from hip_head.errors import HIPError, InvalidArgumentError
 from hip_head.testing import (
     DEFAULT_ELEMENTS,
+    PROPERTIES,
+    AdapterCheckError,
+    assert_batch_independent,
     assert_hessian_equivariant,
     assert_hessian_permutation_equivariant,
     assert_hessian_symmetric,
+    assert_translation_invariant,
     check_adapter,
     default_tolerance,
     molecules,
@@ -30,67 +38,10 @@ from hip_head.testing import (
     transform_atoms,
     translations,
 )
-from tests.toy_backbone import ToyAdapter, make_toy
+from tests.planted_bugs import BatchStandardisation, PseudoscalarClaimedO3
+from tests.toy_backbone import ToyAdapter, ToyBackbone, make_toy
 
 FAST = settings(max_examples=40, deadline=None)
-
-
-# ------------------------------------------------------------------------ deliberately broken
-class PermutedBasisAdapter(ToyAdapter):
-    """Bug: hands the l = 1 features over as (y, z, x) instead of e3nn's (x, y, z)."""
-
-    name = "toy-permuted-basis"
-
-    def forward(self, graph: AtomicGraph) -> BackboneOutput:
-        out = super().forward(graph)
-        c = self.backbone.channels
-        vectors = out.node_feats[:, c : 4 * c].reshape(-1, c, 3)[..., [1, 2, 0]]
-        feats = torch.cat(
-            [out.node_feats[:, :c], vectors.reshape(-1, 3 * c), out.node_feats[:, 4 * c :]], 1
-        )
-        return BackboneOutput(out.energy, feats, out.node_irreps)
-
-
-class ChiralAdapter(ToyAdapter):
-    """Bug for an O(3) claim: scalar 0 becomes a triple product, a 0o pseudo-scalar called 0e."""
-
-    name = "toy-chiral"
-
-    def forward(self, graph: AtomicGraph) -> BackboneOutput:
-        out = super().forward(graph)
-        c = self.backbone.channels
-        v = out.node_feats[:, c : 4 * c].reshape(-1, c, 3)
-        triple = (torch.linalg.cross(v[:, 0], v[:, 1]) * v[:, 2]).sum(-1, keepdim=True)
-        feats = torch.cat([triple, out.node_feats[:, 1:]], dim=1)
-        return BackboneOutput(out.energy, feats, out.node_irreps)
-
-
-class ChiralSO3Adapter(ChiralAdapter):
-    """The same chiral features, honestly declared SO(3)-only."""
-
-    name = "toy-chiral-so3"
-    parity = False
-
-
-class BatchLeakAdapter(ToyAdapter):
-    """Bug: features mix molecules of a batch (a mean over every atom of the batch)."""
-
-    name = "toy-batch-leak"
-
-    def forward(self, graph: AtomicGraph) -> BackboneOutput:
-        out = super().forward(graph)
-        feats = out.node_feats + out.node_feats.mean(dim=0, keepdim=True)
-        return BackboneOutput(out.energy, feats, out.node_irreps)
-
-
-class ShiftedNativeAdapter(ToyAdapter):
-    """Bug: the wrapped energy differs from the backbone's own by 0.01 eV."""
-
-    name = "toy-shifted"
-
-    def native_energy_forces(self, graph: AtomicGraph):
-        energy, forces = super().native_energy_forces(graph)
-        return energy + 0.01, forces
 
 
 # ------------------------------------------------------------------------ check_adapter
@@ -104,18 +55,16 @@ def test_toy_backbone_passes_in_float32_and_float64():
     for prop in ("rotation", "reflection", "translation", "permutation", "batching", "native"):
         assert report.worst[("float64", prop)] < 1e-12
         assert report.worst[("float32", prop)] < 1e-5
-    assert "reflection" in str(report)
+    assert report.tolerances[("float64", "rotation")] == 1e-10
+    assert report.tolerances[("float64", "native")] == 1e-6
+    assert "reflection" in str(report) and "(tolerance 1e-10)" in str(report)
 
 
-def test_wrong_l1_basis_is_caught():
-    with pytest.raises(AssertionError, match=r"rotation equivariance \[float32\]") as info:
-        check_adapter(make_toy(), adapter=PermutedBasisAdapter, max_examples=3)
-    assert "hessian" in str(info.value) and "ase.Atoms(numbers=" in str(info.value)
+class ChiralSO3Adapter(PseudoscalarClaimedO3):
+    """The chiral features of the planted bug, honestly declared SO(3)-only."""
 
-
-def test_chiral_features_claimed_o3_fail_the_reflection_check():
-    with pytest.raises(AssertionError, match=r"reflection equivariance \[float64\]"):
-        check_adapter(make_toy(), adapter=ChiralAdapter, dtypes=(torch.float64,), max_examples=3)
+    name = "toy-chiral-so3"
+    parity = False
 
 
 def test_chiral_features_pass_when_declared_so3():
@@ -123,7 +72,7 @@ def test_chiral_features_pass_when_declared_so3():
     assert not report.reflections_checked
     assert ("float64", "reflection") not in report.worst
     assert report.worst[("float64", "rotation")] < 1e-12
-    with pytest.raises(AssertionError, match="reflection"):  # forcing the check still fails
+    with pytest.raises(AdapterCheckError, match="^reflection equivariance"):  # forced: fails
         check_adapter(
             make_toy(),
             adapter=ChiralSO3Adapter,
@@ -133,23 +82,69 @@ def test_chiral_features_pass_when_declared_so3():
         )
 
 
-def test_batch_leak_is_caught():
-    with pytest.raises(AssertionError, match="batching"):
-        check_adapter(make_toy(), adapter=BatchLeakAdapter, dtypes=(torch.float64,), max_examples=2)
-
-
-def test_changed_energy_is_caught():
-    with pytest.raises(AssertionError, match="native energy/forces"):
-        check_adapter(make_toy(), adapter=ShiftedNativeAdapter, max_examples=2)
-
-
 def test_zero_head_is_refused():
     model = hip_head.wrap(make_toy())
     with torch.no_grad():
         for parameter in model.readout.parameters():
             parameter.zero_()
-    with pytest.raises(AssertionError, match="non-trivial Hessian"):
+    with pytest.raises(AdapterCheckError, match="^non-trivial Hessian"):
         check_adapter(model, max_examples=1)
+    with pytest.raises(InvalidArgumentError, match="already wrapped"):
+        check_adapter(model, channels=8)
+
+
+def test_failures_are_assertion_errors_of_the_hip_family():
+    assert issubclass(AdapterCheckError, AssertionError) and issubclass(AdapterCheckError, HIPError)
+    assert PROPERTIES.index("translation invariance") < PROPERTIES.index("rotation equivariance")
+    assert PROPERTIES[0] == "differentiability" and PROPERTIES[-1] == "native energy/forces"
+
+
+class ConstantOfTheBuildDtype(ToyAdapter):
+    """Mixes the l = 1 features with Q Qᵀ: the identity, up to the round-off of the dtype the
+    model was built in (as e3nn and MACE constants computed at construction are)."""
+
+    name = "toy-build-constant"
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__(backbone)
+        q = torch.as_tensor(random_rotation(0), dtype=next(backbone.parameters()).dtype)
+        self.register_buffer("mix", q @ q.T)
+
+    def forward(self, graph):
+        out = super().forward(graph)
+        c = self.backbone.channels
+        vectors = out.node_feats[:, c : 4 * c].reshape(-1, c, 3) @ self.mix.T
+        feats = torch.cat(
+            [out.node_feats[:, :c], vectors.flatten(1), out.node_feats[:, 4 * c :]], 1
+        )
+        return BackboneOutput(out.energy, feats, out.node_irreps)
+
+
+def test_a_backbone_built_in_float32_gets_a_note_about_the_cast():
+    float64_only = {"dtypes": (torch.float64,), "max_examples": 2}
+    check_adapter(make_toy(), adapter=ConstantOfTheBuildDtype, **float64_only)  # built in float64
+    torch.manual_seed(0)
+    backbone = ToyBackbone()  # built in float32, checked in float64
+    with pytest.raises(AdapterCheckError, match="built in float32 and cast to float64") as info:
+        check_adapter(backbone, adapter=ConstantOfTheBuildDtype, **float64_only)
+    assert info.value.relative is not None and 1e-10 < info.value.relative < 1e-4
+
+
+def test_a_batching_failure_rebuilds_from_its_message_alone():
+    """The ase.Atoms(...) expressions of the message reproduce the failure exactly."""
+    with pytest.raises(AdapterCheckError) as info:
+        check_adapter(make_toy(), adapter=BatchStandardisation, dtypes=(torch.float64,))
+    expressions = re.findall(r"(ase\.Atoms\(numbers=.*?\]\]\))", str(info.value))
+    assert len(expressions) == 3, str(info.value)
+    rebuilt = [eval(e, {"ase": ase}) for e in expressions]  # noqa: S307 - the kit's own output
+    index = int(re.search(r"molecule (\d) of a batch of 3", str(info.value)).group(1))
+    order = [index] + [i for i in range(3) if i != index]  # message: the molecule, then mates
+    batch = [None] * 3
+    for position, atoms in zip(order, rebuilt):
+        batch[position] = atoms
+    model = hip_head.wrap(make_toy(), adapter=BatchStandardisation)
+    with pytest.raises(AdapterCheckError, match=r"^batching \[float64\]"):
+        assert_batch_independent(model, batch)
 
 
 def test_elements_follow_the_adapter():
@@ -188,6 +183,21 @@ def test_single_assertions_on_the_toy():
         assert_hessian_permutation_equivariant(model, atoms, [5, 3, 1, 0, 2, 4])["hessian"] < 1e-12
     )
     assert next(model.parameters()).dtype == torch.float64  # the model itself is not cast
+    assert assert_translation_invariant(model, atoms, [3.0, -1.0, 7.5])["hessian"] < 1e-12
+    others = [molecule("H2O"), molecule("HCN"), molecule("NH3")]
+    assert assert_batch_independent(model, [atoms, *others])["hessian"] < 1e-12
+    with pytest.raises(InvalidArgumentError, match="two or more"):
+        assert_batch_independent(model, [atoms])
+
+
+def test_transform_atoms_rotates_about_a_center_and_keeps_the_charge():
+    atoms = molecule("CH3OH")
+    atoms.info["charge"] = -1
+    center = atoms.positions.mean(axis=0)
+    moved = transform_atoms(atoms, random_rotation(5), center=center)
+    assert np.allclose(moved.positions.mean(axis=0), center, atol=1e-12)
+    assert np.allclose(moved.get_all_distances(), atoms.get_all_distances(), atol=1e-12)
+    assert moved.info["charge"] == -1 and atoms.info["charge"] == -1
 
 
 def test_symmetry_checker():
@@ -209,7 +219,7 @@ def test_symmetry_checker():
 def test_default_tolerance():
     assert default_tolerance(torch.float64) == 1e-10
     assert default_tolerance(torch.float32, 50.0) == pytest.approx(5e-3)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentError):
         default_tolerance(torch.int64)
 
 

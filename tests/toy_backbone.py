@@ -1,12 +1,12 @@
-"""A tiny O(3)-equivariant backbone and its adapter: the worked example of the adapter guide."""
+"""A tiny O(3)-equivariant backbone and its adapter: the model the kit's own tests run on."""
 
 import torch
 from torch import Tensor, nn
 
 from hip_head import o3  # e3nn.o3, imported safely under any torch / e3nn combination
-from hip_head._e3nn import float64_default
 from hip_head.adapters import BackboneAdapter, BackboneOutput, register
 from hip_head.graph import AtomicGraph
+from hip_head.testing import float64_default
 
 
 class ToyBackbone(nn.Module):
