@@ -29,7 +29,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ ASSETS = ROOT / "hip_head" / "assets"
 DATA = ROOT / "data"
 
 #: The head (measured choices; see docs/pretrained.md).
-HEAD: dict[str, Any] = {"channels": 32, "num_interactions": 2}
+HEAD: dict[str, Any] = {"channels": 64, "num_interactions": 2}
 
 
 @dataclass(frozen=True)
@@ -53,19 +53,22 @@ class HeadStage:
     loss: dict[str, Any]
     batch_size: int = 4
     ema_decay: float = 0.995
+    kind_repeats: dict[str, int] = field(default_factory=dict)
 
 
-#: Stage one learns the Hessian of every train split; stage two continues on the reaction
-#: train split alone at a tenth of the learning rate, entrywise MAE only (measured against
-#: subspace variants in docs/finetuning.md, "Continuing on reactions").
+#: Stage one learns the Hessian of every train split, transition states seen 4 times and IRC
+#: frames twice per epoch; stage two continues on the reaction train split alone at a tenth of
+#: the learning rate, entrywise MAE only (measured against subspace variants in
+#: docs/finetuning.md, "Continuing on reactions").
 HEAD_STAGES: tuple[HeadStage, ...] = (
     HeadStage(
         "head",
         ("default", "extra", "reactions"),
-        steps=8000,
+        steps=16000,
         lr=1.5e-2,
-        warmup_steps=100,
+        warmup_steps=200,
         loss={"hessian": 10.0, "subspace": 5.0, "subspace_k": 4},
+        kind_repeats={"ts": 4, "irc": 2},
     ),
     HeadStage(
         "head_reactions",
@@ -122,7 +125,12 @@ def head_config(
             "dtype": "float32",
             "head": {} if init else dict(HEAD),
         },
-        "data": {"train": list(stage.train), "batch_size": stage.batch_size, "max_val_frames": 96},
+        "data": {
+            "train": list(stage.train),
+            "batch_size": stage.batch_size,
+            "max_val_frames": 96,
+            "kind_repeats": dict(stage.kind_repeats),
+        },
         "optim": {"lr": stage.lr, "warmup_steps": stage.warmup_steps, "ema_decay": stage.ema_decay},
         "loss": dict(stage.loss),
         "train": {
