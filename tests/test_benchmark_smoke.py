@@ -278,3 +278,20 @@ def test_machine_description_names_cpu_cores_and_versions() -> None:
     assert info["torch"] == versions["torch"]
     assert "gpu" not in info  # a CPU measurement names no GPU
     json.dumps(info)  # plain JSON
+
+
+def test_head_scaling_reports_pairs_and_time_per_pair(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/head_scaling.py times the head alone: one row per size, with the pair count
+    of the head's cutoff (every ordered pair for a molecule smaller than the cutoff)."""
+    spec = importlib.util.spec_from_file_location(
+        "_hip_head_benchmark_head_scaling", REPO / "benchmarks" / "head_scaling.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--sizes", "5", "12", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines if line.split() and line.split()[0].isdigit()]
+    assert [int(r[0]) for r in rows] == [5, 12]
+    assert [int(r[1]) for r in rows] == [5 * 4, 12 * 11]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
