@@ -2,8 +2,9 @@
 """Time the HIP head alone against the number of pairs it reads.
 
 For each size, the molecule of ``benchmarks/speed.py`` (``speed_molecules.organic_molecule``)
-goes once through the random ScaleShiftMACE of the speed benchmark (64 channels, 2 layers,
-max_ell 3, correlation 3, float32) to get its node features; then the head's own work is timed
+goes once through the speed benchmark's default backbone (``speed_setup.build_backbone`` with
+default ``Settings``: random ScaleShiftMACE, 64 channels, 2 layers, max_ell 3, correlation 3,
+float32) to get its node features; then the head's own work is timed
 under ``torch.no_grad()``: the pair search within ``hessian_cutoff``, the readout and the
 block-sparse assembly (:class:`~hip_head.assemble.BlockSparseHessian`). The first call is a
 warm-up; the median of the others is reported with the time per pair (µs). Usage::
@@ -31,17 +32,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from speed_molecules import organic_molecule
+    from speed_setup import Settings, build_backbone
 
     import hip_head
-    from hip_head.adapters.mace import make_random_mace
     from hip_head.assemble import BlockSparseHessian
     from hip_head.graph import AtomicGraph, build_pair_graph
 
     torch.set_num_threads(args.threads)
-    backbone = make_random_mace(
-        channels=64, num_interactions=2, max_ell=3, correlation=3, dtype=torch.float32, seed=0
-    )
-    hip = hip_head.wrap(backbone)
+    hip = hip_head.wrap(build_backbone(Settings(sizes=args.sizes)))
     cutoff = hip.readout.hessian_cutoff
     print(f"head alone, cutoff {cutoff} Å, {args.threads} thread(s), float32")
     print(f"{'atoms':>6} {'pairs':>10} {'median s':>9} {'µs/pair':>8}")

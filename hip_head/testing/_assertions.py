@@ -120,9 +120,15 @@ def assert_translation_invariant(
     reference = evaluate(model, [atoms], dtype, Property.TRANSLATION)
     actual = evaluate(model, [transform_atoms(atoms, translation=t)], dtype, Property.TRANSLATION)
     context = f"  t = {format_matrix(t)} Å\n  molecule: {describe_atoms(atoms)}"
-    tolerance = {"atol": atol, "rtol": rtol}
     return check_transformed(
-        reference, actual, 0, dtype, prop=Property.TRANSLATION, context=context, **tolerance
+        reference,
+        actual,
+        0,
+        dtype,
+        prop=Property.TRANSLATION,
+        context=context,
+        atol=atol,
+        rtol=rtol,
     )
 
 
@@ -216,7 +222,6 @@ def assert_hessian_permutation_equivariant(
     permuted = transform_atoms(atoms, permutation=perm)
     actual = evaluate(model, [permuted], dtype, Property.PERMUTATION)
     context = f"  permutation = {perm.tolist()}\n  molecule: {describe_atoms(atoms)}"
-    tolerance = {"atol": atol, "rtol": rtol}
     return check_transformed(
         reference,
         actual,
@@ -225,7 +230,8 @@ def assert_hessian_permutation_equivariant(
         prop=Property.PERMUTATION,
         context=context,
         permutation=perm,
-        **tolerance,
+        atol=atol,
+        rtol=rtol,
     )
 
 
