@@ -174,20 +174,69 @@ def thin_thermal(frames: list[Any], rng: np.random.Generator) -> list[Any]:
     return [f for i, f in enumerate(frames) if f.meta["kind"] != "thermal" or i in set(keep)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output .db file")
-    parser.add_argument("--work", type=Path, default=Path("build/reaction_dataset"))
+def parse_build_arguments(
+    argv: list[str] | None, description: str, out: Path, work: Path, limit: int
+) -> argparse.Namespace:
+    """The command line of a reaction build: ``--out``, ``--work``, ``--workers``, ``--limit``
+    (first N reactant molecules) and ``--cached-only``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=out, help="output .db file")
+    parser.add_argument("--work", type=Path, default=work)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="first N molecules")
+    parser.add_argument("--limit", type=int, default=limit, help="first N molecules")
     parser.add_argument(
         "--cached-only", action="store_true", help="assemble the molecules cached so far"
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from hip_head.finetune.data import write_compact_db
+
+def build_molecules(
+    jobs: dict[int, tuple[Any, ...]], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Run :func:`~hip_head.finetune.reaction_data.build_reactions` for each job (cached under
+    ``args.work``; only the cached ones with ``args.cached_only``); the results in job order."""
     from hip_head.finetune.jobs import run_cached
     from hip_head.finetune.reaction_data import build_reactions
+
+    if args.cached_only:
+        jobs = {i: job for i, job in jobs.items() if (args.work / f"{i:03d}.pkl").is_file()}
+    return run_cached(
+        jobs,
+        build_reactions,
+        args.work,
+        args.workers,
+        describe=lambda r: f", {len(r['reactions'])} reactions",
+    )
+
+
+def write_reaction_db(samples: list[Any], out: Path) -> None:
+    """Write reaction frames (``meta``: ``split``, ``smiles``, ``kind``, ``reaction``) as a
+    compact database with the reaction columns."""
+    from hip_head.finetune.data import write_compact_db
+
+    write_compact_db(
+        samples,
+        out,
+        key_value_pairs=lambda s: {
+            "split": s.meta["split"],
+            "molecule": s.meta["smiles"],
+            "kind": s.meta["kind"],
+            "reaction": s.meta["reaction"],
+        },
+    )
+
+
+def molecule_report(result: dict[str, Any]) -> dict[str, Any]:
+    """One molecule's entry of a build report: attempts, dropped frames, failure, seconds and
+    the number of reactions found."""
+    keys = ("smiles", "attempts", "dropped_frames", "failure", "seconds")
+    return {k: result[k] for k in keys} | {"reactions": len(result["reactions"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_build_arguments(
+        argv, __doc__.splitlines()[0], DEFAULT_OUT, Path("build/reaction_dataset"), DEFAULT_LIMIT
+    )
     from hip_head.finetune.reactions import REACTION_KINDS, ReactionSettings, deduplicate
 
     t0 = time.perf_counter()
@@ -197,15 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         i: (smiles, ReactionSettings(**(SETTINGS if i < LATE_FROM else LATE_SETTINGS)), SEED)
         for i, (smiles, _) in enumerate(pool)
     }
-    if args.cached_only:
-        jobs = {i: job for i, job in jobs.items() if (args.work / f"{i:03d}.pkl").is_file()}
-    results = run_cached(
-        jobs,
-        build_reactions,
-        args.work,
-        args.workers,
-        describe=lambda r: f", {len(r['reactions'])} reactions",
-    )
+    results = build_molecules(jobs, args)
     index_of = {smiles: i for i, (smiles, _) in enumerate(pool)}  # reaction ids: "<i>:<k>"
     summaries = []
     for result in results:
@@ -230,16 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 by_reaction.setdefault(rid, []).append(sample)
         for frames in by_reaction.values():
             samples += thin_thermal(frames, rng)
-    write_compact_db(
-        samples,
-        args.out,
-        key_value_pairs=lambda s: {
-            "split": s.meta["split"],
-            "molecule": s.meta["smiles"],
-            "kind": s.meta["kind"],
-            "reaction": s.meta["reaction"],
-        },
-    )
+    write_reaction_db(samples, args.out)
     report = {
         "frames": len(samples),
         "reactions": distinct,
@@ -248,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         ],  # fmt: skip
         "split_moves": moves,
         "molecules": [
-            {k: r[k] for k in ("smiles", "attempts", "dropped_frames", "failure", "seconds")}
-            | {"planned_split": planned[r["smiles"]], "reactions": len(r["reactions"])}
-            for r in results
+            molecule_report(r) | {"planned_split": planned[r["smiles"]]} for r in results
         ],
         "bytes": args.out.stat().st_size,
         "build_cpu_seconds": sum(r["seconds"] for r in results),

@@ -6,6 +6,8 @@ and writes ``docs/data_reactions.png`` (barrier, imaginary-frequency and size hi
 Usage::
 
     python scripts/reaction_data_card.py [--db data/reactions_xtb.db]
+    python scripts/reaction_data_card.py --db data/reactions_extra_xtb.db \
+        --plot docs/data_reactions_extra.png
 """
 
 from __future__ import annotations
@@ -68,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- ends reached by: {dict(paths)}")
     outcomes = Counter(a["outcome"] for m in report["molecules"] for a in m["attempts"])
     print(f"- saddle-search starts: {sum(outcomes.values())}: {dict(outcomes.most_common())}")
-    print(f"- duplicates across molecules dropped: {len(report['duplicates'])}; "
-          f"moved to val to keep test molecules unseen: {len(report['split_moves'])}")  # fmt: skip
+    if "dropped" in report:  # the extra training reactions
+        print(f"- dropped: {dict(Counter(d['why'] for d in report['dropped']))}")
+    else:
+        duplicates, moves = len(report["duplicates"]), len(report["split_moves"])
+        print(f"- duplicates across molecules dropped: {duplicates}; "
+              f"moved to val to keep test molecules unseen: {moves}")  # fmt: skip
     failures = [m for m in report["molecules"] if m["failure"]]
     print(f"- molecules that failed outright: {len(failures)}"
           + "".join(f"\n  - {m['smiles']}: {m['failure']}" for m in failures))  # fmt: skip

@@ -5,11 +5,12 @@ Three resumable stages, each skipped when its output exists under ``--work``
 
 1. **backbone**: the small ScaleShiftMACE of ``scripts/pretrain_mace.py`` (same architecture
    and trainer), retrained on the energies and forces of every train split: the default
-   dataset, the extra set and the reaction set; validation on their val splits.
+   dataset, the extra set, the reaction set and its extra training reactions; validation on
+   their val splits.
    ``--backbone shipped`` skips this and uses ``hip_head/assets/mace_pretrained.model``.
 2. **head** (:data:`HEAD_STAGES`): a HIP head trained on the frozen backbone with every train
-   Hessian (the same three sets), entrywise MAE plus the subspace loss on the lowest
-   eigenpairs; then continued on the reaction train split alone (entrywise MAE). Each stage
+   Hessian (the same four sets), entrywise MAE plus the subspace loss on the lowest
+   eigenpairs; then continued on the reaction train splits alone (entrywise MAE). Each stage
    resumes from its last checkpoint.
 3. **evaluate**: HIP against the backbone's own autograd Hessian, per kind of geometry, on
    the reaction test split, the default test split and the unseen larger molecules
@@ -63,7 +64,7 @@ class HeadStage:
 HEAD_STAGES: tuple[HeadStage, ...] = (
     HeadStage(
         "head",
-        ("default", "extra", "reactions"),
+        ("default", "extra", "reactions", "reactions_extra"),
         steps=16000,
         lr=1.5e-2,
         warmup_steps=200,
@@ -72,7 +73,7 @@ HEAD_STAGES: tuple[HeadStage, ...] = (
     ),
     HeadStage(
         "head_reactions",
-        ("reactions",),
+        ("reactions", "reactions_extra"),
         steps=1000,
         lr=1.5e-3,
         warmup_steps=10,
@@ -98,7 +99,12 @@ def train_backbone(
     sys.path.insert(0, str(ROOT / "scripts"))
     import pretrain_mace
 
-    dbs = [DATA / "default_xtb.db", DATA / "extra_xtb.db", DATA / "reactions_xtb.db"]
+    dbs = [
+        DATA / "default_xtb.db",
+        DATA / "extra_xtb.db",
+        DATA / "reactions_xtb.db",
+        DATA / "reactions_extra_xtb.db",
+    ]
     args = [
         "--db", *map(str, dbs), "--out", str(out), "--work", str(work / "mace"),
         "--epochs", str(epochs), "--stage-two-epochs", str(max(1, epochs // 4)),
@@ -112,6 +118,20 @@ def train_backbone(
     if pretrain_mace.main(args) != 0:
         raise SystemExit("backbone training failed")
     return out
+
+
+def backbone_description(model: Path | None, choice: str) -> str:
+    """What the backbone of a run was trained on, for its summary json."""
+    if model is not None:
+        info = {}
+        json_path = model.with_suffix(".json")
+        if json_path.is_file():
+            info = json.loads(json_path.read_text())
+        about = info.get("description", "not retrained in this call")
+        return f"the given backbone {model}: {about}"
+    if choice == "retrain":
+        return "retrained on E/F of all train splits"
+    return "the shipped mace_pretrained.model (default train split only)"
 
 
 def head_config(
@@ -247,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "train_hip")
     parser.add_argument("--backbone", choices=("retrain", "shipped"), default="retrain")
+    parser.add_argument(
+        "--backbone-model",
+        type=Path,
+        help="use this backbone file (hip_head.serialization.save_backbone) instead of "
+        "--backbone, e.g. the backbone of an earlier shipped HIP",
+    )
     parser.add_argument("--backbone-minutes", type=float, default=55.0)
     parser.add_argument("--backbone-epochs", type=int, default=3)
     parser.add_argument(
@@ -267,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.time()
     args.work.mkdir(parents=True, exist_ok=True)
-    if args.backbone == "shipped":
+    if args.backbone_model is not None:
+        backbone = args.backbone_model
+    elif args.backbone == "shipped":
         backbone = ASSETS / "mace_pretrained.model"
     else:
         init = None if args.backbone_init == "none" else Path(args.backbone_init)
@@ -291,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         "description": "the shipped HIP: a small ScaleShiftMACE with a HIP head trained on "
         "GFN2-xTB Hessians of H/C/N/O molecules (default, extra and reaction sets); see "
         "docs/pretrained.md",
-        "backbone": "retrained on E/F of all train splits"
-        if args.backbone == "retrain"
-        else "the shipped mace_pretrained.model (default train split only)",
+        "backbone": backbone_description(args.backbone_model, args.backbone),
         "head": HEAD,
         "head_training": [
             asdict(st) | {"seconds": round(sec, 1)} for st, sec in zip(stages, head_seconds)

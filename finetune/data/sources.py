@@ -26,6 +26,7 @@ SHIPPED_DATASETS = {
     "default": "default_xtb.db",
     "extra": "extra_xtb.db",
     "reactions": "reactions_xtb.db",
+    "reactions_extra": "reactions_extra_xtb.db",
     "unseen_large": "unseen_large_xtb.db",
 }
 
@@ -45,6 +46,8 @@ def open_source(path: str, data: DataConfig) -> Any:
     ``scripts/make_extra_dataset.py``); ``"reactions"`` is the GFN2-xTB reaction set
     (transition states, IRC frames, minima and thermal frames; train/val/test split by
     reactant molecule; in a repository checkout only, ``data/reactions_xtb.db``);
+    ``"reactions_extra"`` holds more reactions of the extra set's molecules (train rows only,
+    ``scripts/make_reaction_extra_dataset.py``);
     ``"unseen_large"`` holds minima and thermal frames of 15-26-atom molecules no other set
     has (test rows only, ``data/unseen_large_xtb.db``).
 
