@@ -58,7 +58,7 @@ class HeadStage:
 
 
 #: Stage one learns the Hessian of every train split, transition states seen 4 times and IRC
-#: frames twice per epoch; stage two continues on the reaction train split alone at a tenth of
+#: frames twice per epoch; stage two continues on the reaction train splits alone at a tenth of
 #: the learning rate, entrywise MAE only (measured against subspace variants in
 #: docs/finetuning.md, "Continuing on reactions").
 HEAD_STAGES: tuple[HeadStage, ...] = (

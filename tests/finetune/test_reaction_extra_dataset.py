@@ -34,6 +34,7 @@ def _summary(rid: str, keys: tuple[str, str], energy: float, split: str = "train
             "split": split}  # fmt: skip
 
 
+@pytest.mark.chem  # connectivity keys of SMILES need RDKit
 def test_select_reactions_drops_duplicates_and_test_ends():
     script = _script("make_reaction_extra_dataset")
     report = {"reactions": [_summary("0:0", ("a", "b"), -10.0),
