@@ -88,7 +88,6 @@ def heavy_atoms(smiles: str) -> int:
 
 def reactant_pool() -> list[tuple[str, str]]:
     """``(smiles, planned split)`` of every reactant, in build order (test and val first)."""
-    from make_extra_dataset import enumerate_molecules
 
     from hip_head.assets import dataset_path
     from hip_head.finetune.data import AseDbDataset
@@ -104,8 +103,7 @@ def reactant_pool() -> list[tuple[str, str]]:
     pool += [
         (s, "train") for name, s in MOLECULES if name in train_names and heavy_atoms(s) <= MAX_HEAVY
     ]
-    extra = [s for s in enumerate_molecules() if heavy_atoms(s) <= MAX_HEAVY_EXTRA]
-    pool += [(s, "train") for s in extra[:EXTRA_COUNT]]
+    pool += [(s, "train") for s in small_extra_molecules()[:EXTRA_COUNT]]
     return pool
 
 
@@ -124,6 +122,26 @@ def training_keys() -> set[str]:
     return keys | {graph_key_of_smiles(s) for s in enumerate_molecules()}
 
 
+def split_keys(reactions: list[dict[str, Any]], split: str) -> set[str]:
+    """Connectivity keys of the reactants and both ends of every reaction in ``split``
+    (summaries with ``"smiles"``, ``"end_keys"`` and ``"split"``)."""
+    from hip_head.finetune.molgraph import graph_key_of_smiles
+
+    keys: set[str] = set()
+    for r in reactions:
+        if r["split"] == split:
+            keys |= {graph_key_of_smiles(r["smiles"]), *r["end_keys"]}
+    return keys
+
+
+def small_extra_molecules() -> list[str]:
+    """The extra set's molecules with at most :data:`MAX_HEAVY_EXTRA` heavy atoms, in that
+    set's shuffled order (the reactants both reaction builds take from it)."""
+    from make_extra_dataset import enumerate_molecules
+
+    return [s for s in enumerate_molecules() if heavy_atoms(s) <= MAX_HEAVY_EXTRA]
+
+
 def assign_splits(
     reactions: list[dict[str, Any]], planned: dict[str, str], outside_train: set[str]
 ) -> list[dict[str, str]]:
@@ -137,24 +155,16 @@ def assign_splits(
     Returns:
         One ``{"reaction", "from", "to", "why"}`` per move.
     """
-    from hip_head.finetune.molgraph import graph_key_of_smiles
-
     moves = []
     for r in reactions:
         r["split"] = planned[r["smiles"]]
-    train_keys = set(outside_train)
-    for r in reactions:
-        if r["split"] == "train":
-            train_keys |= {graph_key_of_smiles(r["smiles"]), *r["end_keys"]}
+    train_keys = set(outside_train) | split_keys(reactions, "train")
     for r in reactions:
         if r["split"] == "test" and set(r["end_keys"]) & train_keys:
             r["split"] = "val"
             moves.append({"reaction": r["id"], "from": "test", "to": "val",
                           "why": "an end is a molecule trained on"})  # fmt: skip
-    test_keys = set()
-    for r in reactions:
-        if r["split"] == "test":
-            test_keys |= {graph_key_of_smiles(r["smiles"]), *r["end_keys"]}
+    test_keys = split_keys(reactions, "test")
     for r in reactions:
         if r["split"] == "train" and set(r["end_keys"]) & test_keys:
             r["split"] = "val"

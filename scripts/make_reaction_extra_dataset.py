@@ -2,7 +2,7 @@
 
 More reactions for training only, kept in a file of their own beside the reaction dataset
 (``data/reactions_xtb.db``, which holds the val and test splits). Reactant molecules: the extra
-set's molecules with at most :data:`~make_reaction_dataset.MAX_HEAVY_EXTRA` heavy atoms that
+set's molecules with at most ``MAX_HEAVY_EXTRA`` (5) heavy atoms that
 the reaction dataset did not use, in that set's shuffled order. These molecules are trained on
 already (the extra set), so they add no new test leak; a reaction of theirs is still dropped
 when one of its ends is a molecule of the reaction test split (the reactant or an end of a test
@@ -36,11 +36,11 @@ from make_reaction_dataset import (  # noqa: E402
     DEFAULT_LIMIT,
     DEFAULT_OUT,
     LATE_SETTINGS,
-    MAX_HEAVY_EXTRA,
     build_molecules,
-    heavy_atoms,
     molecule_report,
     parse_build_arguments,
+    small_extra_molecules,
+    split_keys,
     write_reaction_db,
 )
 
@@ -55,22 +55,8 @@ OUT = ROOT / "data" / "reactions_extra_xtb.db"
 def extra_pool(reaction_report: dict[str, Any]) -> list[str]:
     """The extra set's small molecules (≤ ``MAX_HEAVY_EXTRA`` heavy atoms) that the reaction
     dataset did not use as reactants, in the extra set's order."""
-    from make_extra_dataset import enumerate_molecules
-
     used = {m["smiles"] for m in reaction_report["molecules"]}
-    return [s for s in enumerate_molecules() if heavy_atoms(s) <= MAX_HEAVY_EXTRA and s not in used]
-
-
-def test_keys(reaction_report: dict[str, Any]) -> set[str]:
-    """Connectivity keys of the reaction test split: its reactants and both ends of each
-    test reaction."""
-    from hip_head.finetune.molgraph import graph_key_of_smiles
-
-    keys: set[str] = set()
-    for r in reaction_report["reactions"]:
-        if r["split"] == "test":
-            keys |= {graph_key_of_smiles(r["smiles"]), *r["end_keys"]}
-    return keys
+    return [s for s in small_extra_molecules() if s not in used]
 
 
 def select_reactions(
@@ -96,7 +82,7 @@ def select_reactions(
         for i, j in dropped
         if i >= len(known)
     ]
-    held_out = test_keys(reaction_report)
+    held_out = split_keys(known, "test")
     selected = []
     for i in kept:
         if i < len(known):

@@ -30,15 +30,20 @@ def reaction_report():
 
 
 def _summary(rid: str, keys: tuple[str, str], energy: float, split: str = "train") -> dict:
-    return {"id": rid, "smiles": "C", "end_keys": list(keys), "ts_energy_eV": energy,
-            "split": split}  # fmt: skip
+    return {
+        "id": rid,
+        "smiles": "C",
+        "end_keys": list(keys),
+        "ts_energy_eV": energy,
+        "split": split,
+    }
 
 
 @pytest.mark.chem  # connectivity keys of SMILES need RDKit
 def test_select_reactions_drops_duplicates_and_test_ends():
     script = _script("make_reaction_extra_dataset")
-    report = {"reactions": [_summary("0:0", ("a", "b"), -10.0),
-                            _summary("1:0", ("c", "d"), -20.0, split="test")]}  # fmt: skip
+    known = [_summary("0:0", ("a", "b"), -10.0), _summary("1:0", ("c", "d"), -20.0, split="test")]
+    report = {"reactions": known}
     report["reactions"][1]["smiles"] = "O"  # a test reactant: its key is held out too
     new = [
         _summary("95:0", ("b", "a"), -10.005),  # the reaction set's 0:0, run backwards
@@ -73,8 +78,8 @@ def test_train_rows_one_ts_per_reaction(extra, extra_report, reaction_report):
 def test_no_test_molecule_and_reactants_from_the_extra_set(extra_report, reaction_report):
     from hip_head.finetune.molgraph import graph_key_of_smiles
 
-    script = _script("make_reaction_extra_dataset")
-    held_out = script.test_keys(reaction_report)
+    script = _script("make_reaction_dataset")
+    held_out = script.split_keys(reaction_report["reactions"], "test")
     assert held_out
     extra_set = {
         graph_key_of_smiles(s) for s in _script("make_extra_dataset").enumerate_molecules()
