@@ -5,11 +5,11 @@ Three resumable stages, each skipped when its output exists under ``--work``
 
 1. **backbone**: the small ScaleShiftMACE of ``scripts/pretrain_mace.py`` (same architecture
    and trainer), retrained on the energies and forces of every train split: the default
-   dataset, the extra set, the reaction set and its extra training reactions; validation on
-   their val splits.
+   dataset, the extra set, the reaction set and its extra training reactions (two files);
+   validation on their val splits.
    ``--backbone shipped`` skips this and uses ``hip_head/assets/mace_pretrained.model``.
 2. **head** (:data:`HEAD_STAGES`): a HIP head trained on the frozen backbone with every train
-   Hessian (the same four sets), entrywise MAE plus the subspace loss on the lowest
+   Hessian (the same five sets), entrywise MAE plus the subspace loss on the lowest
    eigenpairs; then continued on the reaction train splits alone (entrywise MAE). Each stage
    resumes from its last checkpoint.
 3. **evaluate**: HIP against the backbone's own autograd Hessian, per kind of geometry, on
@@ -64,7 +64,7 @@ class HeadStage:
 HEAD_STAGES: tuple[HeadStage, ...] = (
     HeadStage(
         "head",
-        ("default", "extra", "reactions", "reactions_extra"),
+        ("default", "extra", "reactions", "reactions_extra", "reactions_extra2"),
         steps=24000,
         lr=1.5e-2,
         warmup_steps=200,
@@ -73,7 +73,7 @@ HEAD_STAGES: tuple[HeadStage, ...] = (
     ),
     HeadStage(
         "head_reactions",
-        ("reactions", "reactions_extra"),
+        ("reactions", "reactions_extra", "reactions_extra2"),
         steps=1000,
         lr=1.5e-3,
         warmup_steps=10,
@@ -104,6 +104,7 @@ def train_backbone(
         DATA / "extra_xtb.db",
         DATA / "reactions_xtb.db",
         DATA / "reactions_extra_xtb.db",
+        DATA / "reactions_extra2_xtb.db",
     ]
     args = [
         "--db", *map(str, dbs), "--out", str(out), "--work", str(work / "mace"),

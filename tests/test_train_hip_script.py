@@ -29,7 +29,7 @@ def test_stages_train_on_shipped_sets_that_exist(train_hip) -> None:
     from hip_head.assets import dataset_path
 
     names = {name for stage in train_hip.HEAD_STAGES for name in stage.train}
-    assert {"default", "extra", "reactions", "reactions_extra"} <= names
+    assert {"default", "extra", "reactions", "reactions_extra", "reactions_extra2"} <= names
     for name in names:
         assert dataset_path(SHIPPED_DATASETS[name]).is_file(), name
 

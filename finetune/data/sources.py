@@ -27,6 +27,7 @@ SHIPPED_DATASETS = {
     "extra": "extra_xtb.db",
     "reactions": "reactions_xtb.db",
     "reactions_extra": "reactions_extra_xtb.db",
+    "reactions_extra2": "reactions_extra2_xtb.db",
     "unseen_large": "unseen_large_xtb.db",
 }
 
@@ -46,8 +47,8 @@ def open_source(path: str, data: DataConfig) -> Any:
     ``scripts/make_extra_dataset.py``); ``"reactions"`` is the GFN2-xTB reaction set
     (transition states, IRC frames, minima and thermal frames; train/val/test split by
     reactant molecule; in a repository checkout only, ``data/reactions_xtb.db``);
-    ``"reactions_extra"`` holds more reactions of the extra set's molecules (train rows only,
-    ``scripts/make_reaction_extra_dataset.py``);
+    ``"reactions_extra"`` and ``"reactions_extra2"`` hold more reactions of the extra set's
+    molecules (train rows only, ``scripts/make_reaction_extra_dataset.py``, parts 1 and 2);
     ``"unseen_large"`` holds minima and thermal frames of 15-26-atom molecules no other set
     has (test rows only, ``data/unseen_large_xtb.db``).
 

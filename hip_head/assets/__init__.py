@@ -13,7 +13,8 @@ wheel), found by :func:`dataset_path` (see ``docs/data.md``):
 - ``default_xtb.db``: the default GFN2-xTB Hessian dataset (``scripts/make_default_dataset.py``);
 - ``extra_xtb.db``: more molecules, train rows only (``scripts/make_extra_dataset.py``);
 - ``reactions_xtb.db``: the reaction set (``scripts/make_reaction_dataset.py``);
-- ``reactions_extra_xtb.db``: more training reactions (``scripts/make_reaction_extra_dataset.py``);
+- ``reactions_extra_xtb.db``, ``reactions_extra2_xtb.db``: more training reactions
+  (``scripts/make_reaction_extra_dataset.py``, parts 1 and 2);
 - ``unseen_large_xtb.db``: larger molecules for evaluation only
   (``scripts/make_large_dataset.py``).
 """
@@ -35,6 +36,7 @@ _MAKERS = {
     "hip_pretrained.model": "scripts/train_hip.py",
     "reactions_xtb.db": "scripts/make_reaction_dataset.py",
     "reactions_extra_xtb.db": "scripts/make_reaction_extra_dataset.py",
+    "reactions_extra2_xtb.db": "scripts/make_reaction_extra_dataset.py --part 2",
     "unseen_large_xtb.db": "scripts/make_large_dataset.py",
 }
 

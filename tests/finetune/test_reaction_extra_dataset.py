@@ -1,5 +1,5 @@
-"""The extra training reactions (data/reactions_extra_xtb.db): train only, no test leak, no
-reaction of the reaction set twice."""
+"""The extra training reactions (data/reactions_extra_xtb.db, data/reactions_extra2_xtb.db):
+train only, no test leak, no reaction of the reaction set or of an earlier part twice."""
 
 from __future__ import annotations
 
@@ -13,15 +13,33 @@ from hip_head.finetune.data import AseDbDataset
 
 from .test_reaction_dataset import _script
 
+PART_FILES = {1: "reactions_extra_xtb.db", 2: "reactions_extra2_xtb.db"}
+
+
+def _report(part: int) -> dict:
+    return json.loads(dataset_path(PART_FILES[part]).with_suffix(".json").read_text())
+
+
+@pytest.fixture(scope="module", params=sorted(PART_FILES))
+def part(request):
+    return request.param
+
 
 @pytest.fixture(scope="module")
-def extra():
-    return AseDbDataset(dataset_path("reactions_extra_xtb.db"))
+def extra(part):
+    return AseDbDataset(dataset_path(PART_FILES[part]))
 
 
 @pytest.fixture(scope="module")
-def extra_report():
-    return json.loads(dataset_path("reactions_extra_xtb.db").with_suffix(".json").read_text())
+def extra_report(part):
+    return _report(part)
+
+
+def test_parts_match_the_build_script():
+    script = _script("make_reaction_extra_dataset")
+    assert {n: p.out.name for n, p in script.PARTS.items()} == PART_FILES
+    spans = [(p.start, p.stop) for _, p in sorted(script.PARTS.items())]
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
 
 
 @pytest.fixture(scope="module")
@@ -59,23 +77,30 @@ def test_select_reactions_drops_duplicates_and_test_ends():
     assert why["95:0"]["same_as"] == "0:0" and why["96:1"]["same_as"] == "95:1"
     assert why["96:0"]["why"] == "an end is a test molecule"
     assert len(drops) == 3
+    # a later part also drops what an earlier part kept
+    earlier = [_summary("90:0", ("e", "f"), -40.004)]
+    kept, drops = script.select_reactions(new, report, earlier)
+    assert [s["id"] for s in kept] == ["95:1"]
+    assert {d["reaction"]: d.get("same_as") for d in drops}["97:0"] == "90:0"
 
 
-def test_train_rows_one_ts_per_reaction(extra, extra_report, reaction_report):
+def test_train_rows_one_ts_per_reaction(part, extra, extra_report, reaction_report):
     assert set(extra.column("split")) == {"train"}
     kinds = Counter(extra.column("kind"))
     assert set(kinds) == {"ts", "irc", "minimum", "thermal"}
     ids = extra.column("reaction")
     assert len(set(ids)) == len(extra_report["reactions"]) == kinds["ts"] >= 100
     assert len(extra) == extra_report["frames"]
-    # reaction ids continue the reaction set's, never reuse them
+    # reaction ids continue the reaction set's and the earlier parts', never reuse them
     assert set(ids).isdisjoint(r["id"] for r in reaction_report["reactions"])
+    for earlier in range(1, part):
+        assert set(ids).isdisjoint(r["id"] for r in _report(earlier)["reactions"])
     letters = set("".join(c for f in extra.column("formula") for c in f if c.isalpha()))
     assert letters <= set("HCNO")
 
 
 @pytest.mark.chem
-def test_no_test_molecule_and_reactants_from_the_extra_set(extra_report, reaction_report):
+def test_no_test_molecule_and_reactants_from_the_extra_set(part, extra_report, reaction_report):
     from hip_head.finetune.molgraph import graph_key_of_smiles
 
     script = _script("make_reaction_dataset")
@@ -85,12 +110,15 @@ def test_no_test_molecule_and_reactants_from_the_extra_set(extra_report, reactio
         graph_key_of_smiles(s) for s in _script("make_extra_dataset").enumerate_molecules()
     }
     used = {m["smiles"] for m in reaction_report["molecules"]}
+    earlier = [r for n in range(1, part) for r in _report(n)["reactions"]]
+    used |= {r["smiles"] for r in earlier}
     for r in extra_report["reactions"]:
         assert held_out.isdisjoint(r["end_keys"]), r["id"]
         assert graph_key_of_smiles(r["smiles"]) in extra_set and r["smiles"] not in used
-    # no reaction of the reaction set again (same unordered ends, TS energy within 0.01 eV)
+    # no reaction of the reaction set or an earlier part again (same unordered ends, TS energy
+    # within 0.01 eV)
     known = {}
-    for r in reaction_report["reactions"]:
+    for r in reaction_report["reactions"] + earlier:
         known.setdefault(tuple(sorted(r["end_keys"])), []).append(r["ts_energy_eV"])
     for r in extra_report["reactions"]:
         energies = known.get(tuple(sorted(r["end_keys"])), [])
