@@ -65,7 +65,7 @@ HEAD_STAGES: tuple[HeadStage, ...] = (
     HeadStage(
         "head",
         ("default", "extra", "reactions", "reactions_extra", "reactions_extra2"),
-        steps=24000,
+        steps=32000,
         lr=1.5e-2,
         warmup_steps=200,
         loss={"hessian": 10.0, "subspace": 5.0, "subspace_k": 4},
