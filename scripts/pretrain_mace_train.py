@@ -106,6 +106,30 @@ def read_split(db_paths: Path | list[Path], split: str) -> list[Any]:
 
 # ---------------------------------------------------------------------------------- training
 # ---------------------------------------------------------------------------------- training
+def foundation_model_file(init: Path, work: Path) -> Path:
+    """The file ``mace_run_train --foundation_model`` reads for the weights ``init``.
+
+    MACE's trainer unpickles a whole module. A MACE ``.model`` pickle is passed as it is (the
+    user named it to start from). hip-head's safe backbone file (the format of the shipped
+    ``mace_pretrained.model`` and of this script's outputs) holds no module; it is rebuilt
+    without unpickling (:func:`hip_head.serialization.load_backbone`) and saved under ``work``
+    as the module MACE expects.
+    """
+    import torch
+
+    from hip_head.errors import UntrustedFileError
+    from hip_head.serialization import load_backbone
+
+    try:
+        module = load_backbone(init)
+    except UntrustedFileError:
+        return init.resolve()
+    out = work / "foundation.model"
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save(module, out)
+    return out.resolve()
+
+
 def mace_arguments(
     work: Path, epochs: int, dtype: str, elements: list[int], extra: dict[str, Any]
 ) -> list[str]:
@@ -234,7 +258,7 @@ def train(
     start_swa = args.epochs - args.stage_two_epochs
     extra: dict[str, Any] = {}
     if args.init is not None:
-        extra["foundation_model"] = args.init.resolve()
+        extra["foundation_model"] = foundation_model_file(args.init, work)
     if args.lr is not None:
         extra["lr"] = args.lr
     log(

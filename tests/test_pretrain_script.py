@@ -76,3 +76,22 @@ def test_checkpoints_and_epochs(pretrain, tmp_path: Path) -> None:
     assert training.epochs_trained(log) == 5
     log.write_text("no epochs yet\n")
     assert training.epochs_trained(log) == 0
+
+
+@pytest.mark.mace
+def test_foundation_model_file_rebuilds_a_safe_backbone(pretrain, tmp_path: Path) -> None:
+    """The shipped safe backbone becomes a module file MACE's trainer can read; a pickle is
+    passed on untouched."""
+    import pretrain_mace_train as training
+    import torch
+
+    from hip_head.assets import asset_path
+
+    shipped = asset_path("mace_pretrained.model")
+    out = training.foundation_model_file(shipped, tmp_path / "work")
+    assert out == (tmp_path / "work" / "foundation.model").resolve()
+    module = torch.load(out, weights_only=False)  # what mace_run_train does
+    assert float(module.r_max) > 0 and len(module.atomic_numbers) > 0
+    pickle = tmp_path / "pickled.model"
+    torch.save(module, pickle)
+    assert training.foundation_model_file(pickle, tmp_path / "other") == pickle.resolve()
