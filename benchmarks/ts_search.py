@@ -41,6 +41,9 @@ Where the method's ΔG‡ cannot be formed (the found TS does not have exactly o
 under the method's Hessian, or the reactant geometry has one) the log10 k error falls back to
 ΔE‡ for both sides (``log10k_basis`` says which was used).
 
+``--split val`` runs the same searches on reactions of the ``val`` split instead (molecules
+also in no training set), to choose among models without looking at the test reactions.
+
 Searches are repeatable: the geodesic interpolation (and Sella's rare random restart) draw from
 NumPy's global random state, seeded per reaction from ``--seed`` before every search, so every
 method starts from the same path and a rerun repeats a search.
@@ -356,6 +359,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a reaction id (repeatable; instead of --reactions)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the reaction choice")
+    parser.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="reactions of this split (default test; val to choose among models without "
+        "looking at the test reactions)",
+    )
     parser.add_argument("--quick", action="store_true", help="2 reactions (a smoke test)")
     parser.add_argument(
         "--methods",
@@ -389,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    sizes = held_out_reaction_ids(args.db)
+    sizes = held_out_reaction_ids(args.db, args.split)
     ids = (
         list(args.reaction)
         if args.reaction
@@ -397,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     missing = [r for r in ids if r not in sizes]
     if missing:
-        raise SystemExit(f"not test-split reactions of {args.db}: {', '.join(missing)}")
+        raise SystemExit(f"not {args.split}-split reactions of {args.db}: {', '.join(missing)}")
     reactions = load_reactions(ids, args.db)
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.jsonl"
@@ -441,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {
             "reactions": ids,
             "seed": args.seed,
+            "split": args.split,
             "methods": args.methods,
             "model": args.model,
             "fmax_eV_per_A": args.fmax,

@@ -27,7 +27,13 @@ from hip_head.finetune.flat_layout import (
 )
 from hip_head.vibrations import eckart_projector
 
-__all__ = ["EigenTargets", "lowest_eigenpairs", "subspace_loss", "vibrational_eigenpairs"]
+__all__ = [
+    "EigenTargets",
+    "lowest_eigenpairs",
+    "mode_sign_loss",
+    "subspace_loss",
+    "vibrational_eigenpairs",
+]
 
 
 @dataclass
@@ -170,6 +176,25 @@ def lowest_eigenpairs(
     return EigenTargets._from_pairs(pairs, counts)  # type: ignore[arg-type]
 
 
+def _padded_pair(
+    pred_flat: torch.Tensor, counts: torch.Tensor, targets: EigenTargets
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prediction padded to [B, M, M] and the target vectors padded to [B, M, kmax]."""
+    if targets.num_graphs != counts.numel() or not torch.equal(
+        targets.atoms_per_graph.to(counts.device), counts
+    ):
+        raise InvalidArgumentError(
+            f"eigen targets are for structures of {targets.atoms_per_graph.tolist()} atoms, "
+            f"the prediction for {counts.tolist()}"
+        )
+    h = _pad_flat(pred_flat.reshape(-1), counts)  # [B, M, M]
+    v = targets.vectors.to(device=h.device, dtype=h.dtype)
+    m = h.shape[-1]
+    if v.shape[1] < m:
+        v = torch.nn.functional.pad(v, (0, 0, 0, m - v.shape[1]))
+    return h, v[:, :m]
+
+
 def subspace_loss(
     pred_flat: torch.Tensor,
     atoms_per_graph: CountsLike,
@@ -194,19 +219,7 @@ def subspace_loss(
     """
     counts = _counts_tensor(atoms_per_graph, pred_flat.device)
     _flat_segments(counts, pred_flat.numel())
-    if targets.num_graphs != counts.numel() or not torch.equal(
-        targets.atoms_per_graph.to(counts.device), counts
-    ):
-        raise InvalidArgumentError(
-            f"eigen targets are for structures of {targets.atoms_per_graph.tolist()} atoms, "
-            f"the prediction for {counts.tolist()}"
-        )
-    h = _pad_flat(pred_flat.reshape(-1), counts)  # [B, M, M]
-    v = targets.vectors.to(device=h.device, dtype=h.dtype)
-    m = h.shape[-1]
-    if v.shape[1] < m:  # targets padded less than this batch
-        v = torch.nn.functional.pad(v, (0, 0, 0, m - v.shape[1]))
-    v = v[:, :m]
+    h, v = _padded_pair(pred_flat, counts, targets)
     lam = targets.values.to(device=h.device, dtype=h.dtype)
     d = v.transpose(-1, -2) @ h @ v - torch.diag_embed(lam)  # [B, kmax, kmax]
     mask = targets.mask.to(h.device)
@@ -220,6 +233,73 @@ def subspace_loss(
         per = (d.square() * pair_mask).sum((1, 2))
     else:
         raise InvalidArgumentError(f"dist must be 'mae', 'mse' or 'frosq', got {dist!r}")
+    return per.mean()
+
+
+def mode_sign_loss(
+    pred_flat: torch.Tensor,
+    atoms_per_graph: CountsLike,
+    targets: EigenTargets,
+    k: int = 4,
+    margin: float = 0.5,
+    floor: float = 0.1,
+    kind: str = "hinge",
+) -> torch.Tensor:
+    """The prediction's k lowest eigenvalues in the label's mode space against the label's.
+
+    ``targets`` hold *all* the label's eigenpairs (λ_i, u_i) of one space, e.g. every
+    vibrational mode from :func:`vibrational_eigenpairs` with ``k=None``. The prediction is
+    expressed in the same space, ``P = Uᵀ Ĥ U`` (similar to Ĥ restricted to that space, so with
+    vibrational targets its eigenvalues are the prediction's mass-weighted, Eckart-projected
+    ones), and its ascending eigenvalues μ_1 ≤ μ_2 ≤ … are paired with the label's λ_1 ≤ λ_2 ≤ …
+    (``torch.linalg.eigvalsh``: gradients through the eigenvalues only, stable at
+    degeneracies). Per pair of the k lowest, with s_i = −1 for λ_i < 0 and +1 otherwise:
+
+    * ``kind="hinge"``: ``relu(margin·|λ_i| − s_i·μ_i) / max(|λ_i|, floor)``, zero once μ_i has
+      the label's sign and at least ``margin`` of its size. Zero for all k pairs means the same
+      count of negative eigenvalues among the k lowest: the saddle index, with neither a missing
+      nor a spurious imaginary mode. Dimensionless; a soft mode weighs as much as a stiff one.
+    * ``kind="mae"``: ``|μ_i − λ_i|`` in the units of the values (eV/Å²/amu for vibrational
+      targets): the lowest-eigenvalue errors themselves.
+
+    Args:
+        pred_flat: [Σ_g (3N_g)²] predicted Hessian, eV/Å².
+        atoms_per_graph: [B] atom counts N_g.
+        targets: all eigenpairs of the labels in one space (``values`` [B, M_max] ascending).
+        k: lowest pairs compared per structure (k_g = min(k, M_g)).
+        margin: hinge: fraction of |λ_i| required on the label's side of zero (≥ 0).
+        floor: hinge: smallest curvature scale, in the units of the values (> 0); keeps
+            near-zero modes (soft torsions) from dominating.
+        kind: ``"hinge"`` or ``"mae"``.
+
+    Returns:
+        Scalar: mean over structures of the mean over their k_g pairs.
+    """
+    if not margin >= 0 or not floor > 0:
+        raise InvalidArgumentError(f"need margin >= 0 and floor > 0, got {margin}, {floor}")
+    if kind not in ("hinge", "mae"):
+        raise InvalidArgumentError(f"kind must be 'hinge' or 'mae', got {kind!r}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
+    counts = _counts_tensor(atoms_per_graph, pred_flat.device)
+    _flat_segments(counts, pred_flat.numel())
+    h, v = _padded_pair(pred_flat, counts, targets)
+    p = v.transpose(-1, -2) @ h @ v  # [B, M, M] the prediction in the label's mode space
+    p = 0.5 * (p + p.transpose(-1, -2))
+    mask = targets.mask.to(p.device)
+    lam = targets.values.to(device=p.device, dtype=p.dtype)
+    # padded modes: a large diagonal sorts them after every real eigenvalue
+    big = 1e3 * (1.0 + p.detach().abs().amax() + lam.abs().amax())
+    p = p + torch.diag_embed((~mask).to(p.dtype) * big)
+    kk = min(k, lam.shape[1])
+    mu = torch.linalg.eigvalsh(p)[:, :kk]
+    lam, valid = lam[:, :kk], mask[:, :kk].to(p.dtype)
+    if kind == "hinge":
+        sign = torch.where(lam < 0, -torch.ones_like(lam), torch.ones_like(lam))
+        per_pair = torch.relu(margin * lam.abs() - sign * mu) / lam.abs().clamp_min(floor)
+    else:
+        per_pair = (mu - lam).abs()
+    per = (per_pair * valid).sum(1) / valid.sum(1).clamp_min(1.0)
     return per.mean()
 
 

@@ -17,6 +17,10 @@ name (weight field)       what it compares                               options
                                                                          ``subspace_dist``
 ``hessian_rows``          sampled Hessian rows ``"hessian_rows"`` (the   ``hessian_kind``
                           backbone's autograd baseline), eV/Å²
+``mode_sign``             sign hinge on Ĥ's k lowest vibrational         ``k``, ``margin``,
+                          eigenvalues vs the label's (dimensionless)     ``floor``
+``eigenvalues``           MAE of Ĥ's k lowest vibrational eigenvalues,   ``k``
+                          eV/Å²/amu (both through ``loss.terms``)
 ========================  =============================================  ======================
 
 The first four take their weights from the config fields of the same name; any other
@@ -50,6 +54,7 @@ from hip_head.finetune.config import ConfigError, LossConfig
 from hip_head.finetune.eigen import (
     EigenTargets,
     lowest_eigenpairs,
+    mode_sign_loss,
     subspace_loss,
     vibrational_eigenpairs,
 )
@@ -75,6 +80,7 @@ __all__ = [
     "hessian_loss",
     "hessian_metrics",
     "lowest_eigenpairs",
+    "mode_sign_loss",
     "register_loss",
     "subspace_loss",
     "total_loss",
@@ -359,6 +365,68 @@ class HessianRowsTerm(LossTerm):
     def __call__(self, batch: LossBatch) -> torch.Tensor:
         diff = batch.pred["hessian_rows"] - batch.target["hessian_rows"]
         return _elementwise(diff, self.kind).mean()
+
+
+class _LowestEigenvaluesTerm(LossTerm):
+    """Shared part of the terms on the prediction's k lowest vibrational eigenvalues
+    (:func:`hip_head.finetune.eigen.mode_sign_loss` on every mass-weighted, Eckart-projected
+    mode of the label). Needs positions and atomic numbers."""
+
+    keys = ("hessian",)
+    kind: ClassVar[str] = "hinge"
+
+    def __init__(self, k: int = 4, margin: float = 0.5, floor: float = 0.1) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidArgumentError(f"{self.name}: k must be an integer >= 1, got {k!r}")
+        if not margin >= 0 or not floor > 0:
+            raise InvalidArgumentError(
+                f"{self.name}: need margin >= 0 and floor > 0 (eV/Å²/amu), got {margin}, {floor}"
+            )
+        self.k, self.margin, self.floor = k, float(margin), float(floor)
+
+    def __call__(self, batch: LossBatch) -> torch.Tensor:
+        if batch.positions is None or batch.atomic_numbers is None:
+            raise InvalidArgumentError(f"the {self.name} loss needs positions and atomic_numbers")
+        targets = vibrational_eigenpairs(
+            batch.target["hessian"],
+            batch.atoms_per_graph,
+            batch.positions,
+            batch.atomic_numbers,
+            None,
+        )
+        return mode_sign_loss(
+            batch.pred["hessian"],
+            batch.atoms_per_graph,
+            targets,
+            self.k,
+            self.margin,
+            self.floor,
+            self.kind,
+        )
+
+
+@register_loss("mode_sign")
+class ModeSignTerm(_LowestEigenvaluesTerm):
+    """Sign hinge on the prediction's k lowest vibrational eigenvalues (dimensionless).
+
+    The saddle index is the number of negative vibrational eigenvalues: the hinge is zero once
+    the k lowest predicted eigenvalues have the label's signs, each by at least ``margin`` of
+    the label's size, so it charges both a missing and a spurious imaginary mode, a soft one as
+    much as a stiff one. Options ``k`` (4), ``margin`` (0.5), ``floor`` (0.1 eV/Å²/amu).
+    """
+
+    kind = "hinge"
+
+
+@register_loss("eigenvalues")
+class EigenvaluesTerm(_LowestEigenvaluesTerm):
+    """MAE of the prediction's k lowest vibrational eigenvalues against the label's, paired in
+    ascending order (eV/Å²/amu): the lowest-eigenvalue error itself. Option ``k`` (4)."""
+
+    kind = "mae"
+
+    def __init__(self, k: int = 4) -> None:
+        super().__init__(k=k)
 
 
 def build_loss_terms(config: LossConfig) -> list[tuple[str, float, LossTerm]]:

@@ -10,8 +10,9 @@ Three resumable stages, each skipped when its output exists under ``--work``
    ``--backbone shipped`` skips this and uses ``hip_head/assets/mace_pretrained.model``.
 2. **head** (:data:`HEAD_STAGES`): a HIP head trained on the frozen backbone with every train
    Hessian (the same five sets), entrywise MAE plus the subspace loss on the lowest
-   eigenpairs; then continued on the reaction train splits alone (entrywise MAE). Each stage
-   resumes from its last checkpoint.
+   eigenpairs; then continued on the reaction train splits alone (entrywise MAE); then on
+   them with the sign hinge on the lowest vibrational eigenvalues added. Each stage resumes
+   from its last checkpoint.
 3. **evaluate**: HIP against the backbone's own autograd Hessian, per kind of geometry, on
    the reaction test split, the default test split and the unseen larger molecules
    (``data/unseen_large_xtb.db``); written to ``hip_pretrained.json``.
@@ -20,7 +21,7 @@ Three resumable stages, each skipped when its output exists under ``--work``
 (``train.seed`` 0, data seed 0); the wall time depends on the machine. Usage::
 
     python scripts/train_hip.py --ship                         # about 2 h on 2 CPU cores
-    python scripts/train_hip.py --backbone shipped --head-steps 2000 300 --work /tmp/t  # quick
+    python scripts/train_hip.py --backbone shipped --head-steps 2000 300 300 --work /tmp/t  # quick
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ class HeadStage:
 #: Stage one learns the Hessian of every train split, transition states seen 4 times and IRC
 #: frames twice per epoch; stage two continues on the reaction train splits alone at a tenth of
 #: the learning rate, entrywise MAE only (measured against subspace variants in
-#: docs/finetuning.md, "Continuing on reactions").
+#: docs/finetuning.md, "Continuing on reactions"); stage three adds the sign hinge on the four
+#: lowest vibrational eigenvalues (``mode_sign``) and the subspace term, which set the saddle
+#: index (docs/finetuning.md, "Training the saddle index").
 HEAD_STAGES: tuple[HeadStage, ...] = (
     HeadStage(
         "head",
@@ -78,6 +81,20 @@ HEAD_STAGES: tuple[HeadStage, ...] = (
         lr=1.5e-3,
         warmup_steps=10,
         loss={"hessian": 10.0},
+        ema_decay=0.99,
+    ),
+    HeadStage(
+        "head_modes",
+        ("reactions", "reactions_extra", "reactions_extra2"),
+        steps=2000,
+        lr=1.5e-3,
+        warmup_steps=10,
+        loss={
+            "hessian": 10.0,
+            "subspace": 5.0,
+            "subspace_k": 4,
+            "terms": {"mode_sign": {"weight": 5.0, "k": 4}},
+        },
         ema_decay=0.99,
     ),
 )

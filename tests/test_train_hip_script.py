@@ -10,6 +10,7 @@ import pytest
 
 from hip_head.finetune.config import FinetuneConfig
 from hip_head.finetune.data.sources import SHIPPED_DATASETS
+from hip_head.finetune.losses import build_loss_terms
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -35,7 +36,7 @@ def test_stages_train_on_shipped_sets_that_exist(train_hip) -> None:
 
 
 def test_head_config_is_a_valid_run(train_hip, tmp_path: Path) -> None:
-    first, second = train_hip.HEAD_STAGES
+    first, second, *rest = train_hip.HEAD_STAGES
     raw = train_hip.head_config(first, Path("backbone.model"), None, tmp_path / "run")
     config = FinetuneConfig.from_dict(raw)
     assert config.data.train == list(first.train)
@@ -45,6 +46,13 @@ def test_head_config_is_a_valid_run(train_hip, tmp_path: Path) -> None:
     config = FinetuneConfig.from_dict(raw)
     assert config.model.backbone is None and config.model.init == str(tmp_path / "a.pt")
     assert config.train.max_steps == second.steps
+    for stage in rest:  # every later stage continues the previous one with registered terms
+        raw = train_hip.head_config(stage, Path("b.model"), tmp_path / "a.pt", tmp_path / "c")
+        config = FinetuneConfig.from_dict(raw)
+        assert config.model.init == str(tmp_path / "a.pt")
+        build_loss_terms(config.loss)  # unknown terms or bad options raise
+    modes = train_hip.HEAD_STAGES[-1]
+    assert "mode_sign" in modes.loss["terms"]
 
 
 def test_backbone_description(train_hip, tmp_path: Path) -> None:

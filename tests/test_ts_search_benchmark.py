@@ -74,6 +74,18 @@ def test_summary_counts_and_errors() -> None:
     assert "| no Hessian | 0/1 | 0/1 | – | – | – | – | – |" in empty
 
 
+def test_split_option_picks_val_reactions() -> None:
+    assert DB.is_file(), f"{DB} is part of the repository; the checkout is incomplete"
+    bench = _load()
+    test_ids = bench.held_out_reaction_ids(DB, "test")
+    val_ids = bench.held_out_reaction_ids(DB, "val")
+    assert test_ids and val_ids and not set(test_ids) & set(val_ids)
+    assert bench.parse_args([]).split == "test"
+    assert bench.parse_args(["--split", "val"]).split == "val"
+    with pytest.raises(SystemExit, match="not val-split reactions"):
+        bench.main(["--split", "val", "--reaction", min(test_ids, key=bench._reaction_key)])
+
+
 def test_eyring_log_matches_the_rate() -> None:
     bench = _load()
     from hip_head.chem.thermo import eyring_rate

@@ -16,6 +16,7 @@ from hip_head.finetune.losses import (
     hessian_loss,
     hessian_metrics,
     lowest_eigenpairs,
+    mode_sign_loss,
     subspace_loss,
     total_loss,
     vibrational_eigenpairs,
@@ -317,3 +318,90 @@ def test_total_loss_vibrational_basis_needs_positions():
     assert total.item() > 0
     with pytest.raises(ValueError, match="subspace_basis"):
         total_loss(pred, target, counts, LossWeights(0, 0, 0, 1, subspace_basis="x"))
+
+
+def _with_lowest(vib_entry, new_lowest: float) -> torch.Tensor:
+    basis, lam, sqrt_m = vib_entry
+    lam_f = lam.copy()
+    lam_f[0] = new_lowest
+    return torch.tensor(sqrt_m[:, None] * sqrt_m[None, :] * ((basis * lam_f) @ basis.T))
+
+
+def test_mode_sign_loss_hinge_values():
+    hs, counts, pos, z, _, vib = _real_batch()
+    lam0 = vib[0][1][0]
+    # label: H2O is a saddle (lowest mode -lam0), CH4 a minimum
+    ts = _with_lowest(vib[0], -lam0)
+    target = torch.cat([ts.reshape(-1), hs[1].reshape(-1)])
+    et = vibrational_eigenpairs(target, counts, pos, z, k=None)
+    assert mode_sign_loss(target, counts, et, k=2).item() == pytest.approx(0.0, abs=1e-12)
+    # the saddle's mode made real (+lam0): (0.5·lam0 + lam0) / max(lam0, floor) on 1 of 2 pairs
+    pred = torch.cat([hs[0].reshape(-1), hs[1].reshape(-1)])
+    floor = 0.1
+    expected = (1.5 * lam0 / max(lam0, floor)) / 2 / 2  # one of 2 pairs, one of 2 structures
+    assert mode_sign_loss(pred, counts, et, 2, 0.5, floor).item() == pytest.approx(expected)
+    # on the right side but short of the margin: (0.5·lam0 - 0.2·lam0) / lam0
+    weak = torch.cat([_with_lowest(vib[0], -0.2 * lam0).reshape(-1), hs[1].reshape(-1)])
+    assert mode_sign_loss(weak, counts, et, 2, 0.5, floor).item() == pytest.approx(0.3 / 4)
+    assert mode_sign_loss(weak, counts, et, 2, 0.1, floor).item() == pytest.approx(0.0, abs=1e-12)
+    # a spurious negative mode at the minimum costs, and so does a second one at the saddle
+    spurious = torch.cat([ts.reshape(-1), _with_lowest(vib[1], -vib[1][1][0]).reshape(-1)])
+    assert mode_sign_loss(spurious, counts, et, 2).item() > 0
+    basis, lam, sqrt_m = vib[0]
+    two = lam.copy()
+    two[:2] = [-lam[0], -lam[1]]
+    second = torch.tensor(sqrt_m[:, None] * sqrt_m[None, :] * ((basis * two) @ basis.T))
+    extra = torch.cat([second.reshape(-1), hs[1].reshape(-1)])
+    # sorted: μ = (−λ₁, −λ₀, …) against (−λ₀, λ₁, …): the second pair has the wrong sign
+    expected = (0.5 * lam[1] + lam[0]) / max(lam[1], floor) / 2 / 2
+    assert mode_sign_loss(extra, counts, et, 2, 0.5, floor).item() == pytest.approx(expected)
+    # kind="mae": |μ_i − λ_i| of the sorted lowest eigenvalues, eV/Å²/amu:
+    # (λ₁ − λ₀) + (λ₀ + λ₁) over 2 pairs and 2 structures
+    assert mode_sign_loss(extra, counts, et, 2, kind="mae").item() == pytest.approx(
+        2 * lam[1] / 2 / 2
+    )
+    with pytest.raises(ValueError, match="floor"):
+        mode_sign_loss(pred, counts, et, 2, 0.5, 0.0)
+    with pytest.raises(ValueError, match="kind"):
+        mode_sign_loss(pred, counts, et, 2, kind="l2")
+
+
+def test_mode_sign_term_through_total_loss():
+    hs, counts, pos, z, _, vib = _real_batch()
+    ts = _with_lowest(vib[0], -vib[0][1][0])
+    target = torch.cat([ts.reshape(-1), hs[1].reshape(-1)])
+    flat = torch.cat([h.reshape(-1) for h in hs]).requires_grad_()
+    w = LossWeights(0.0, 0.0, 0.0, terms={"mode_sign": {"weight": 2.0, "k": 3, "margin": 0.5}})
+    with pytest.raises(ValueError, match="positions"):
+        total_loss({"hessian": flat}, {"hessian": target}, counts, w)
+    total, parts = total_loss(
+        {"hessian": flat}, {"hessian": target}, counts, w, positions=pos, atomic_numbers=z
+    )
+    et = vibrational_eigenpairs(target, counts, pos, z, k=None)
+    assert parts["mode_sign"].item() == pytest.approx(mode_sign_loss(flat, counts, et, 3).item())
+    assert parts["mode_sign"].item() > 0
+    assert total.item() == pytest.approx(2.0 * parts["mode_sign"].item())
+    total.backward()
+    # the gradient pushes the prediction's lowest eigenvalue (the H2O mode made real) down
+    basis, _, sqrt_m = vib[0]
+    u = torch.tensor(basis[:, 0] / sqrt_m)
+    grad_h2o = flat.grad[:81].reshape(9, 9)
+    assert (u @ grad_h2o @ u).item() > 0
+    assert flat.grad[81:].abs().max().item() == pytest.approx(0.0, abs=1e-12)
+    # the eigenvalues term is the same pairing, as an MAE in eV/Å²/amu
+    w2 = LossWeights(0.0, 0.0, 0.0, terms={"eigenvalues": {"weight": 1.0, "k": 3}})
+    _, parts2 = total_loss(
+        {"hessian": flat.detach()}, {"hessian": target}, counts, w2, positions=pos, atomic_numbers=z
+    )
+    expected = mode_sign_loss(flat.detach(), counts, et, 3, kind="mae").item()
+    assert parts2["eigenvalues"].item() == pytest.approx(expected) and expected > 0
+    for bad in ({"weight": 1.0, "k": 0}, {"weight": 1.0, "floor": -1.0}, {"weight": 1, "kind": 0}):
+        with pytest.raises(ValueError):
+            total_loss(
+                {"hessian": flat},
+                {"hessian": target},
+                counts,
+                LossWeights(0.0, 0.0, 0.0, terms={"mode_sign": bad}),
+                positions=pos,
+                atomic_numbers=z,
+            )
