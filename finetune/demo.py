@@ -22,10 +22,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KIND_ORDER", "demo_settings", "run_demo", "test_subset"]
+__all__ = ["CONTINUATION_LOSS", "KIND_ORDER", "demo_settings", "run_demo", "test_subset"]
 
 #: Kinds of geometry in the order the tables list them.
 KIND_ORDER = ("ts", "irc", "minimum", "thermal")
+
+#: The loss of a continuation from a trained HIP: entrywise MAE, the subspace term and the sign
+#: hinge on the lowest vibrational eigenvalues, as in the last stage of the shipped HIP's
+#: training (the entrywise MAE alone lets spurious imaginary modes back in; docs/finetuning.md,
+#: "Training the saddle index").
+CONTINUATION_LOSS: dict[str, Any] = {
+    "hessian": 10.0,
+    "subspace": 5.0,
+    "subspace_k": 4,
+    "terms": {"mode_sign": {"weight": 5.0, "k": 4}},
+}
 
 
 def test_subset(samples: list[Any], limit: int, seed: int = 0) -> list[Any]:
@@ -59,7 +70,7 @@ def demo_settings(
     Head mode on the frozen backbone; a 32-channel, 2-layer head; peak lr 1.5e-2 (3e-2
     scored about as well on the default data but diverged once in a 4000-step run, 3e-3 is
     far worse; docs/finetuning.md). With ``init`` (a saved HIP) training continues from it at
-    a tenth of that lr and with a short warm-up.
+    a tenth of that lr, with a short warm-up and :data:`CONTINUATION_LOSS`.
     """
     return {
         "model": {
@@ -69,6 +80,7 @@ def demo_settings(
             "head": {} if init else {"channels": 32, "num_interactions": 2},
         },
         "data": {"train": list(train), "batch_size": batch_size, "max_val_frames": 64},
+        "loss": dict(CONTINUATION_LOSS) if init else {},
         "optim": {
             "lr": 1.5e-3 if init else 1.5e-2,
             "warmup_steps": 10 if init else 50,

@@ -519,6 +519,20 @@ def test_demo_runs_end_to_end(assets, tmp_path, capsys):
     assert str(tuned.readout.hidden_irreps) == str(given.readout.hidden_irreps)
 
 
+def test_demo_continuation_keeps_the_saddle_index_terms(tmp_path):
+    """A continuation from a trained HIP trains with the sign hinge and the subspace term; a
+    head trained from scratch with the default loss."""
+    from hip_head.finetune.config import FinetuneConfig
+    from hip_head.finetune.demo import demo_settings
+    from hip_head.finetune.losses import build_loss_terms
+
+    cont = FinetuneConfig.from_dict(demo_settings(tmp_path, 300, init="hip.pt"))
+    names = [name for name, _, _ in build_loss_terms(cont.loss)]
+    assert {"hessian", "subspace", "mode_sign"} <= set(names)
+    fresh = FinetuneConfig.from_dict(demo_settings(tmp_path, 300))
+    assert "mode_sign" not in [name for name, _, _ in build_loss_terms(fresh.loss)]
+
+
 def test_max_minutes_stops_training(assets, tmp_path):
     """train.max_minutes ends a run before max_steps and still saves the model."""
     from hip_head.finetune.train import run_finetune
