@@ -283,6 +283,8 @@ def mode_sign_loss(
         raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
     counts = _counts_tensor(atoms_per_graph, pred_flat.device)
     _flat_segments(counts, pred_flat.numel())
+    if not bool(targets.mask.any()):  # no vibrational modes in the batch (single atoms)
+        return pred_flat.sum() * 0.0
     h, v = _padded_pair(pred_flat, counts, targets)
     p = v.transpose(-1, -2) @ h @ v  # [B, M, M] the prediction in the label's mode space
     p = 0.5 * (p + p.transpose(-1, -2))

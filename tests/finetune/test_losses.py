@@ -405,3 +405,25 @@ def test_mode_sign_term_through_total_loss():
                 positions=pos,
                 atomic_numbers=z,
             )
+
+
+def test_mode_sign_loss_without_vibrational_modes():
+    """Single atoms have no vibrational mode: they add nothing, alone or in a batch."""
+    from ase import Atoms
+
+    mols = [Atoms("O", positions=[[0.0, 0.0, 0.0]]), molecule("H2O")]
+    counts = [len(m) for m in mols]
+    pos = torch.tensor(np.concatenate([m.positions for m in mols]))
+    z = torch.tensor(np.concatenate([m.numbers for m in mols]))
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.cat([_sym(3 * n, gen).reshape(-1) for n in counts])
+    alone = vibrational_eigenpairs(flat[:9], counts[:1], pos[:1], z[:1], None)
+    pred = (flat[:9] + 1.0).requires_grad_()
+    loss = mode_sign_loss(pred, counts[:1], alone, 4)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(pred.grad, torch.zeros_like(pred))
+    both = vibrational_eigenpairs(flat, counts, pos, z, None)
+    assert both.k_per_graph.tolist() == [0, 3]
+    assert mode_sign_loss(flat, counts, both, 4).item() == pytest.approx(0.0, abs=1e-12)
+    assert mode_sign_loss(-flat, counts, both, 4).item() > 0
