@@ -28,9 +28,9 @@ __all__ = ["CONTINUATION_LOSS", "KIND_ORDER", "demo_settings", "run_demo", "test
 KIND_ORDER = ("ts", "irc", "minimum", "thermal")
 
 #: The loss of a continuation from a trained HIP: entrywise MAE, the subspace term and the sign
-#: hinge on the lowest vibrational eigenvalues, as in the last stage of the shipped HIP's
-#: training (the entrywise MAE alone lets spurious imaginary modes back in; docs/finetuning.md,
-#: "Training the saddle index").
+#: hinge on the lowest vibrational eigenvalues; the last stage of the shipped HIP's training
+#: (``scripts/train_hip.py``) uses it too (the entrywise MAE alone lets spurious imaginary modes
+#: back in; docs/finetuning.md, "Training the saddle index").
 CONTINUATION_LOSS: dict[str, Any] = {
     "hessian": 10.0,
     "subspace": 5.0,

@@ -29,6 +29,7 @@ from hip_head.vibrations import eckart_projector
 
 __all__ = [
     "EigenTargets",
+    "check_mode_sign_options",
     "lowest_eigenpairs",
     "mode_sign_loss",
     "subspace_loss",
@@ -236,6 +237,19 @@ def subspace_loss(
     return per.mean()
 
 
+def check_mode_sign_options(k: int, margin: float, floor: float, kind: str = "hinge") -> None:
+    """Raise :class:`InvalidArgumentError` unless the options of :func:`mode_sign_loss` are
+    valid: k an integer ≥ 1, margin ≥ 0, floor > 0, kind ``"hinge"`` or ``"mae"``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
+    if not margin >= 0 or not floor > 0:
+        raise InvalidArgumentError(
+            f"need margin >= 0 and floor > 0 (eV/Å²/amu), got {margin}, {floor}"
+        )
+    if kind not in ("hinge", "mae"):
+        raise InvalidArgumentError(f"kind must be 'hinge' or 'mae', got {kind!r}")
+
+
 def mode_sign_loss(
     pred_flat: torch.Tensor,
     atoms_per_graph: CountsLike,
@@ -275,12 +289,7 @@ def mode_sign_loss(
     Returns:
         Scalar: mean over structures of the mean over their k_g pairs.
     """
-    if not margin >= 0 or not floor > 0:
-        raise InvalidArgumentError(f"need margin >= 0 and floor > 0, got {margin}, {floor}")
-    if kind not in ("hinge", "mae"):
-        raise InvalidArgumentError(f"kind must be 'hinge' or 'mae', got {kind!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
+    check_mode_sign_options(k, margin, floor, kind)
     counts = _counts_tensor(atoms_per_graph, pred_flat.device)
     _flat_segments(counts, pred_flat.numel())
     if not bool(targets.mask.any()):  # no vibrational modes in the batch (single atoms)

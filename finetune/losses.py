@@ -53,6 +53,7 @@ from hip_head.errors import HIPError, InvalidArgumentError
 from hip_head.finetune.config import ConfigError, LossConfig
 from hip_head.finetune.eigen import (
     EigenTargets,
+    check_mode_sign_options,
     lowest_eigenpairs,
     mode_sign_loss,
     subspace_loss,
@@ -376,12 +377,10 @@ class _LowestEigenvaluesTerm(LossTerm):
     kind: ClassVar[str] = "hinge"
 
     def __init__(self, k: int = 4, margin: float = 0.5, floor: float = 0.1) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidArgumentError(f"{self.name}: k must be an integer >= 1, got {k!r}")
-        if not margin >= 0 or not floor > 0:
-            raise InvalidArgumentError(
-                f"{self.name}: need margin >= 0 and floor > 0 (eV/Å²/amu), got {margin}, {floor}"
-            )
+        try:
+            check_mode_sign_options(k, margin, floor, self.kind)
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{self.name}: {exc}") from None
         self.k, self.margin, self.floor = k, float(margin), float(floor)
 
     def __call__(self, batch: LossBatch) -> torch.Tensor:

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from hip_head.finetune.demo import CONTINUATION_LOSS
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "hip_head" / "assets"
 DATA = ROOT / "data"
@@ -89,12 +91,7 @@ HEAD_STAGES: tuple[HeadStage, ...] = (
         steps=2000,
         lr=1.5e-3,
         warmup_steps=10,
-        loss={
-            "hessian": 10.0,
-            "subspace": 5.0,
-            "subspace_k": 4,
-            "terms": {"mode_sign": {"weight": 5.0, "k": 4}},
-        },
+        loss=CONTINUATION_LOSS,
         ema_decay=0.99,
     ),
 )
