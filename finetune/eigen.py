@@ -237,14 +237,16 @@ def subspace_loss(
     return per.mean()
 
 
-def check_mode_sign_options(k: int, margin: float, floor: float, kind: str = "hinge") -> None:
+def check_mode_sign_options(
+    k: int, margin: float, floor: float, kind: str = "hinge", gap: float = 0.0
+) -> None:
     """Raise :class:`InvalidArgumentError` unless the options of :func:`mode_sign_loss` are
-    valid: k an integer ≥ 1, margin ≥ 0, floor > 0, kind ``"hinge"`` or ``"mae"``."""
+    valid: k an integer ≥ 1, margin ≥ 0, floor > 0, gap ≥ 0, kind ``"hinge"`` or ``"mae"``."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidArgumentError(f"k must be an integer >= 1, got {k!r}")
-    if not margin >= 0 or not floor > 0:
+    if not margin >= 0 or not floor > 0 or not gap >= 0:
         raise InvalidArgumentError(
-            f"need margin >= 0 and floor > 0 (eV/Å²/amu), got {margin}, {floor}"
+            f"need margin >= 0, floor > 0 and gap >= 0 (eV/Å²/amu), got {margin}, {floor}, {gap}"
         )
     if kind not in ("hinge", "mae"):
         raise InvalidArgumentError(f"kind must be 'hinge' or 'mae', got {kind!r}")
@@ -258,6 +260,7 @@ def mode_sign_loss(
     margin: float = 0.5,
     floor: float = 0.1,
     kind: str = "hinge",
+    gap: float = 0.0,
 ) -> torch.Tensor:
     """The prediction's k lowest eigenvalues in the label's mode space against the label's.
 
@@ -269,8 +272,10 @@ def mode_sign_loss(
     (``torch.linalg.eigvalsh``: gradients through the eigenvalues only, stable at
     degeneracies). Per pair of the k lowest, with s_i = −1 for λ_i < 0 and +1 otherwise:
 
-    * ``kind="hinge"``: ``relu(margin·|λ_i| − s_i·μ_i) / max(|λ_i|, floor)``, zero once μ_i has
-      the label's sign and at least ``margin`` of its size. Zero for all k pairs means the same
+    * ``kind="hinge"``: ``relu(max(margin·|λ_i|, gap) − s_i·μ_i) / max(|λ_i|, floor)``, zero
+      once μ_i has the label's sign and at least ``margin`` of its size (and at least ``gap``
+      away from zero: a soft mode of the label, a near-free torsion, then keeps its sign with
+      room to spare instead of by a hair). Zero for all k pairs means the same
       count of negative eigenvalues among the k lowest: the saddle index, with neither a missing
       nor a spurious imaginary mode. Dimensionless; a soft mode weighs as much as a stiff one.
     * ``kind="mae"``: ``|μ_i − λ_i|`` in the units of the values (eV/Å²/amu for vibrational
@@ -285,11 +290,13 @@ def mode_sign_loss(
         floor: hinge: smallest curvature scale, in the units of the values (> 0); keeps
             near-zero modes (soft torsions) from dominating.
         kind: ``"hinge"`` or ``"mae"``.
+        gap: hinge: smallest distance from zero required on the label's side, in the units of
+            the values (≥ 0; 0: ``margin`` alone).
 
     Returns:
         Scalar: mean over structures of the mean over their k_g pairs.
     """
-    check_mode_sign_options(k, margin, floor, kind)
+    check_mode_sign_options(k, margin, floor, kind, gap)
     counts = _counts_tensor(atoms_per_graph, pred_flat.device)
     _flat_segments(counts, pred_flat.numel())
     if not bool(targets.mask.any()):  # no vibrational modes in the batch (single atoms)
@@ -307,7 +314,8 @@ def mode_sign_loss(
     lam, valid = lam[:, :kk], mask[:, :kk].to(p.dtype)
     if kind == "hinge":
         sign = torch.where(lam < 0, -torch.ones_like(lam), torch.ones_like(lam))
-        per_pair = torch.relu(margin * lam.abs() - sign * mu) / lam.abs().clamp_min(floor)
+        required = (margin * lam.abs()).clamp_min(gap)
+        per_pair = torch.relu(required - sign * mu) / lam.abs().clamp_min(floor)
     else:
         per_pair = (mu - lam).abs()
     per = (per_pair * valid).sum(1) / valid.sum(1).clamp_min(1.0)

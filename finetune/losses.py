@@ -376,12 +376,14 @@ class _LowestEigenvaluesTerm(LossTerm):
     keys = ("hessian",)
     kind: ClassVar[str] = "hinge"
 
-    def __init__(self, k: int = 4, margin: float = 0.5, floor: float = 0.1) -> None:
+    def __init__(
+        self, k: int = 4, margin: float = 0.5, floor: float = 0.1, gap: float = 0.0
+    ) -> None:
         try:
-            check_mode_sign_options(k, margin, floor, self.kind)
+            check_mode_sign_options(k, margin, floor, self.kind, gap)
         except InvalidArgumentError as exc:
             raise InvalidArgumentError(f"{self.name}: {exc}") from None
-        self.k, self.margin, self.floor = k, float(margin), float(floor)
+        self.k, self.margin, self.floor, self.gap = k, float(margin), float(floor), float(gap)
 
     def __call__(self, batch: LossBatch) -> torch.Tensor:
         if batch.positions is None or batch.atomic_numbers is None:
@@ -401,6 +403,7 @@ class _LowestEigenvaluesTerm(LossTerm):
             self.margin,
             self.floor,
             self.kind,
+            self.gap,
         )
 
 
@@ -411,7 +414,8 @@ class ModeSignTerm(_LowestEigenvaluesTerm):
     The saddle index is the number of negative vibrational eigenvalues: the hinge is zero once
     the k lowest predicted eigenvalues have the label's signs, each by at least ``margin`` of
     the label's size, so it charges both a missing and a spurious imaginary mode, a soft one as
-    much as a stiff one. Options ``k`` (4), ``margin`` (0.5), ``floor`` (0.1 eV/Å²/amu).
+    much as a stiff one. Options ``k`` (4), ``margin`` (0.5), ``floor`` (0.1 eV/Å²/amu),
+    ``gap`` (0 eV/Å²/amu: the smallest required distance from zero).
     """
 
     kind = "hinge"

@@ -344,6 +344,28 @@ def test_mode_sign_loss_hinge_values():
     weak = torch.cat([_with_lowest(vib[0], -0.2 * lam0).reshape(-1), hs[1].reshape(-1)])
     assert mode_sign_loss(weak, counts, et, 2, 0.5, floor).item() == pytest.approx(0.3 / 4)
     assert mode_sign_loss(weak, counts, et, 2, 0.1, floor).item() == pytest.approx(0.0, abs=1e-12)
+    # gap: at least that far from zero on the label's side, whatever the margin asks
+    gap = 0.5 * lam0
+    expected = (gap - 0.2 * lam0) / max(lam0, floor) / 4
+    assert mode_sign_loss(weak, counts, et, 2, 0.1, floor, gap=gap).item() == pytest.approx(
+        expected
+    )
+    small_gap = 0.1 * lam0
+    assert mode_sign_loss(weak, counts, et, 2, 0.1, floor, gap=small_gap).item() == pytest.approx(
+        0.0, abs=1e-12
+    )
+    # a gap beyond a label mode asks more than the label itself: every pair short of it costs
+    big_gap = vib[1][1][0] + 0.05  # CH4's lowest (triply degenerate) mode + 0.05
+    label_pairs = [[-lam0, vib[0][1][1]], list(vib[1][1][:2])]  # exact prediction: μ = λ
+    expected = np.mean(
+        [np.mean([max(big_gap - abs(v), 0) / max(abs(v), floor) for v in p]) for p in label_pairs]
+    )
+    assert expected > 0
+    assert mode_sign_loss(target, counts, et, 2, 0.0, floor, gap=big_gap).item() == pytest.approx(
+        expected
+    )
+    with pytest.raises(ValueError, match="gap"):
+        mode_sign_loss(pred, counts, et, 2, gap=-0.1)
     # a spurious negative mode at the minimum costs, and so does a second one at the saddle
     spurious = torch.cat([ts.reshape(-1), _with_lowest(vib[1], -vib[1][1][0]).reshape(-1)])
     assert mode_sign_loss(spurious, counts, et, 2).item() > 0
